@@ -1,0 +1,56 @@
+"""Lambda behind `POST /callbacks/hpp`: Klarna's status callbacks.
+
+Thin on purpose: parse the API Gateway event, let the core decide, map the result. Errors become HTTP
+answers in hpp_core.http; nothing here logs the query string (it holds the secret) or the body.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from hpp_core.callbacks import handle_callback
+from hpp_core.dependencies import klarna_client, session_repository
+from hpp_core.http import install_error_handlers, json_response
+from hpp_core.settings import get_settings
+
+settings = get_settings()
+logger = Logger()
+metrics = Metrics()
+app = APIGatewayRestResolver()
+install_error_handlers(app, logger, metrics)
+repository = session_repository(settings)
+klarna = klarna_client(settings)
+
+
+@app.post("/callbacks/hpp")
+def receive_callback() -> Response[Any]:
+    event = app.current_event
+    query = event.query_string_parameters or {}
+    # JSON logging escapes it; truncation keeps a hostile value from bloating every line.
+    logger.append_keys(session_id=str(query.get("session_id", ""))[:128] or None)
+    result = handle_callback(
+        query,
+        event.decoded_body,
+        store=repository,
+        klarna=klarna,
+    )
+    metrics.add_metric(name=f"Callback_{result.outcome}", unit=MetricUnit.Count, value=1)
+    logger.info(
+        "callback handled",
+        extra={
+            "outcome": result.outcome,
+            "source": result.source,
+            "stored_status": result.status,
+        },
+    )
+    return json_response(200, result.response_body())
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

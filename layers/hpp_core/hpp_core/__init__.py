@@ -1,0 +1,1 @@
+"""hpp-tracker's shared core: models, lifecycle rules, repository and Klarna client."""

@@ -1,0 +1,132 @@
+"""What to do with one Klarna status callback: the domain logic behind `POST /callbacks/hpp`.
+
+The normal path is one conditional write that also checks the URL's secret. Everything else (unknown
+session, empty body, session tracked without a secret) is settled by asking Klarna, never by trusting the
+body: an unsigned request can only ever make the tracker *read* the truth.
+"""
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from hpp_core.callback_secrets import MAX_SECRET_LENGTH, SECRET_PARAM, SESSION_ID_PARAM, hash_callback_secret
+from hpp_core.callback_secrets import hashes_match as secret_hashes_match
+from hpp_core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
+from hpp_core.klarna import KlarnaNotFound
+from hpp_core.models import SESSION_ID_PATTERN, CallbackBody, KlarnaSession, StatusUpdate
+from hpp_core.models import describe_validation_error
+from hpp_core.repository import ACCEPTED_OUTCOMES, SECRET_HASH, WriteOutcome, WriteResult
+
+MAX_BODY_BYTES = 64 * 1024
+
+_SESSION_ID = re.compile(SESSION_ID_PATTERN)
+
+
+class SessionStore(Protocol):
+    def record_status(
+        self, update: StatusUpdate, *, callback_secret_hash: str | None = None
+    ) -> WriteResult: ...
+
+    def get_item(self, session_id: str, *, consistent: bool = True) -> dict[str, Any] | None: ...
+
+
+class SessionReader(Protocol):
+    def read_session(self, session_id: str) -> KlarnaSession: ...
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    session_id: str
+    outcome: str
+    # "callback" when the body was recorded, "klarna_read" when Klarna's own answer was.
+    source: str
+    status: str | None
+
+    def response_body(self) -> dict[str, Any]:
+        return {"session_id": self.session_id, "outcome": self.outcome, "source": self.source}
+
+
+def handle_callback(
+    query: Mapping[str, str] | None,
+    body: bytes | str | None,
+    *,
+    store: SessionStore,
+    klarna: SessionReader,
+) -> CallbackResult:
+    query = query or {}
+    session_id = _session_id_from(query)
+    secret = query.get(SECRET_PARAM) or None
+    if secret is not None and len(secret) > MAX_SECRET_LENGTH:
+        raise BadRequest(f"query parameter '{SECRET_PARAM}' is too long")
+    callback = parse_callback_body(body)
+    if callback is not None and callback.session.session_id != session_id:
+        raise BadRequest("body session.session_id differs from the URL's session_id")
+    presented_hash = hash_callback_secret(secret) if secret else None
+
+    if callback is not None and presented_hash is not None:
+        update = StatusUpdate(session=callback.session, source="callback", event_id=callback.event_id)
+        result = store.record_status(update, callback_secret_hash=presented_hash)
+        if result.outcome in ACCEPTED_OUTCOMES:
+            return CallbackResult(session_id, result.outcome, "callback", result.stored_status)
+        if result.outcome is WriteOutcome.SECRET_MISMATCH:
+            raise Forbidden("callback secret does not match this session")
+        return _confirm_with_klarna(session_id, store, klarna, known=result.item is not None)
+
+    # No body to record, or no secret to fold into the write: decide from the stored row.
+    item = store.get_item(session_id)
+    stored_hash = item.get(SECRET_HASH) if item else None
+    if stored_hash:
+        if presented_hash is None:
+            raise Forbidden(f"query parameter '{SECRET_PARAM}' is required for this session")
+        if not secret_hashes_match(str(stored_hash), presented_hash):
+            raise Forbidden("callback secret does not match this session")
+    return _confirm_with_klarna(session_id, store, klarna, known=item is not None)
+
+
+def _session_id_from(query: Mapping[str, str]) -> str:
+    session_id = query.get(SESSION_ID_PARAM)
+    if not session_id:
+        raise BadRequest(f"query parameter '{SESSION_ID_PARAM}' is required")
+    if not _SESSION_ID.match(session_id):
+        raise BadRequest(f"query parameter '{SESSION_ID_PARAM}' is not a valid session id")
+    return session_id
+
+
+def parse_callback_body(body: bytes | str | None) -> CallbackBody | None:
+    """The callback body, or None when it is empty or not JSON (the caller then asks Klarna).
+
+    JSON that is not a valid callback is a malformed request (400), whatever the Content-Type said.
+    """
+    raw = body.encode("utf-8") if isinstance(body, str) else (body or b"")
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"callback body is larger than {MAX_BODY_BYTES} bytes")
+    if not raw.strip():
+        return None
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(payload, dict):
+        raise BadRequest("callback body must be a JSON object")
+    try:
+        return CallbackBody.model_validate(payload)
+    except ValidationError as exc:
+        raise BadRequest("callback body is invalid", details=describe_validation_error(exc)) from None
+
+
+def _confirm_with_klarna(
+    session_id: str, store: SessionStore, klarna: SessionReader, *, known: bool
+) -> CallbackResult:
+    try:
+        session = klarna.read_session(session_id)
+    except KlarnaNotFound:
+        if not known:
+            raise NotFound("session is unknown to the tracker and to Klarna") from None
+        # Tracked, but Klarna no longer has it (expired): nothing to record; the poller settles expiry.
+        return CallbackResult(session_id, "klarna_not_found", "klarna_read", None)
+    result = store.record_status(StatusUpdate(session=session, source="klarna_read"))
+    return CallbackResult(session_id, result.outcome, "klarna_read", result.stored_status)

@@ -1,0 +1,49 @@
+"""Building the adapters from settings, once per Lambda execution environment.
+
+AWS endpoints come from the standard SDK settings (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_DYNAMODB, ...),
+so the same code talks to AWS, to DynamoDB Local and to moto.
+"""
+
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.config import Config
+
+from hpp_core.klarna import KlarnaClient, secrets_manager_credentials
+from hpp_core.repository import SessionRepository
+from hpp_core.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+# Tight timeouts and few attempts: a callback has 3 seconds in all, and a failed write must become a 5xx
+# (Klarna retries) rather than a hung request.
+_DYNAMODB_CONFIG = Config(
+    connect_timeout=1,
+    read_timeout=2,
+    retries={"mode": "standard", "total_max_attempts": 3},
+)
+
+
+def dynamodb_client() -> "DynamoDBClient":
+    return boto3.client("dynamodb", config=_DYNAMODB_CONFIG)
+
+
+def session_repository(settings: Settings) -> SessionRepository:
+    return SessionRepository(
+        settings.table_name,
+        dynamodb_client(),
+        poll_shards=settings.poll_shards,
+        first_poll_delay_seconds=settings.first_poll_delay_seconds,
+        retention_days=settings.session_retention_days,
+    )
+
+
+def klarna_client(settings: Settings) -> KlarnaClient:
+    return KlarnaClient(
+        settings.klarna_base_url,
+        secrets_manager_credentials(
+            settings.klarna_credentials_secret_arn, max_age_seconds=settings.credentials_cache_seconds
+        ),
+        timeout_seconds=settings.klarna_timeout_seconds,
+    )

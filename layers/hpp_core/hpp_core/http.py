@@ -1,0 +1,93 @@
+"""Errors to HTTP, in one place, for every API function.
+
+Each error becomes `{"error": {"code", "message", "details"?, "klarna"?}}` with the status it deserves,
+and one structured log line. Nothing here ever echoes request data, so no secret or token can leak.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.metrics import MetricUnit
+
+from hpp_core.errors import TrackerError
+from hpp_core.klarna import (
+    KlarnaAuthFailed,
+    KlarnaBadResponse,
+    KlarnaError,
+    KlarnaNotFound,
+    KlarnaRateLimited,
+    KlarnaRejected,
+    KlarnaTimeout,
+)
+
+# Default answers for Klarna failures; an operation that knows better (a 404 that means "already gone",
+# a 400 that means "already completed") raises its own TrackerError instead.
+_KLARNA_STATUS: list[tuple[type[KlarnaError], int, str]] = [
+    (KlarnaNotFound, 404, "klarna_not_found"),
+    (KlarnaRejected, 400, "klarna_rejected"),
+    (KlarnaRateLimited, 503, "klarna_rate_limited"),
+    (KlarnaTimeout, 504, "klarna_timeout"),
+    (KlarnaAuthFailed, 502, "klarna_credentials_refused"),
+    (KlarnaBadResponse, 502, "klarna_bad_response"),
+]
+
+
+def error_body(code: str, message: str, details: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    error.update({key: value for key, value in extra.items() if value is not None})
+    return {"error": error}
+
+
+def error_response(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, JSON body and extra headers for any exception a handler lets escape."""
+    if isinstance(exc, TrackerError):
+        return exc.status_code, error_body(exc.code, exc.message, exc.details), {}
+    if isinstance(exc, KlarnaError):
+        status, code = next(
+            ((s, c) for kind, s, c in _KLARNA_STATUS if isinstance(exc, kind)), (502, "klarna_unavailable")
+        )
+        klarna = {
+            "http_status": exc.http_status,
+            "error_code": exc.error_code,
+            "error_messages": exc.error_messages or None,
+            "correlation_id": exc.correlation_id,
+        }
+        headers = {}
+        if isinstance(exc, KlarnaRateLimited) and exc.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        body = error_body(code, exc.message, klarna={k: v for k, v in klarna.items() if v is not None})
+        return status, body, headers
+    return 500, error_body("internal_error", "internal error"), {}
+
+
+def install_error_handlers(app: APIGatewayRestResolver, logger: Logger, metrics: Metrics) -> None:
+    """Register the one mapping on a Powertools resolver: one log line and one metric per failure."""
+
+    @app.exception_handler(Exception)
+    def _handle(exc: Exception) -> Response[Any]:
+        status, body, headers = error_response(exc)
+        metrics.add_metric(name=f"Error_{body['error']['code']}", unit=MetricUnit.Count, value=1)
+        fields: dict[str, Any] = {"http_status": status, "error_code": body["error"]["code"]}
+        if isinstance(exc, KlarnaError):
+            fields.update(exc.log_fields())
+        if status >= 500 and not isinstance(exc, (TrackerError, KlarnaError)):
+            logger.exception("unexpected error", extra=fields)
+        else:
+            log = logger.error if status >= 500 else logger.warning
+            log(body["error"]["message"], extra={**fields, "details": body["error"].get("details")})
+        return json_response(status, body, headers)
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=body,
+        headers=headers or {},
+    )
+
+
+__all__ = ["error_body", "error_response", "install_error_handlers", "json_response"]

@@ -1,0 +1,263 @@
+"""Klarna HPP API client (Read Session here; the sessions API adds create and disable).
+
+HTTP Basic with the merchant's credentials from Secrets Manager, one total timeout per call, and every
+non-2xx answer raised as a `KlarnaError` subclass carrying Klarna's `error_code`, `error_messages` and
+`correlation_id`, which is what Klarna support asks for.
+"""
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import urllib3
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hpp_core.errors import DependencyError
+from hpp_core.models import KlarnaSession, describe_validation_error
+
+USER_AGENT = "hpp-tracker/1.0"
+SESSIONS_PATH = "/hpp/v1/sessions"
+
+
+class KlarnaCredentials(BaseModel):
+    """The secret's JSON: `{"username": "...", "password": "..."}` (Klarna's API key pair)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True)
+
+    username: str = Field(min_length=1)
+    password: str = Field(min_length=1, repr=False)
+
+    def basic_auth_header(self) -> str:
+        return urllib3.util.make_headers(basic_auth=f"{self.username}:{self.password}")["authorization"]
+
+
+@dataclass
+class KlarnaError(Exception):
+    """Klarna answered with an error or could not be reached."""
+
+    message: str
+    http_status: int | None = None
+    error_code: str | None = None
+    error_messages: list[str] = field(default_factory=list)
+    correlation_id: str | None = None
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.http_status is not None:
+            parts.append(f"http_status={self.http_status}")
+        if self.error_code:
+            parts.append(f"error_code={self.error_code}")
+        if self.correlation_id:
+            parts.append(f"correlation_id={self.correlation_id}")
+        return " ".join(parts)
+
+    def log_fields(self) -> dict[str, Any]:
+        return {
+            "klarna_error": type(self).__name__,
+            "klarna_http_status": self.http_status,
+            "klarna_error_code": self.error_code,
+            "klarna_correlation_id": self.correlation_id,
+        }
+
+
+class KlarnaNotFound(KlarnaError):
+    """404: Klarna does not know the session, or it has expired (Klarna does not say which)."""
+
+
+class KlarnaRejected(KlarnaError):
+    """A 4xx other than 401/403/404/429: the request broke one of Klarna's rules."""
+
+
+class KlarnaAuthFailed(KlarnaError):
+    """401/403: the tracker's Klarna credentials are wrong; retrying will not help."""
+
+
+@dataclass
+class KlarnaRateLimited(KlarnaError):
+    """429: over Klarna's rate limit; `retry_after` seconds from Retry-After or X-Ratelimit-Reset."""
+
+    retry_after: float | None = None
+
+
+class KlarnaUnavailable(KlarnaError):
+    """5xx or connection failure: worth retrying later."""
+
+
+class KlarnaTimeout(KlarnaUnavailable):
+    """No answer within the time budget (Klarna may still have acted on the request)."""
+
+
+class KlarnaBadResponse(KlarnaError):
+    """A 2xx whose body is not what Klarna documents."""
+
+
+@dataclass(frozen=True)
+class KlarnaResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from Retry-After (seconds) or Klarna's X-Ratelimit-Reset (seconds)."""
+    for name in ("Retry-After", "X-Ratelimit-Reset"):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            continue
+        if seconds >= 0:
+            return min(seconds, 3600.0)
+    return None
+
+
+def _error_from_response(response: KlarnaResponse, operation: str) -> KlarnaError:
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        payload = {}
+    messages = payload.get("error_messages")
+    details = dict(
+        http_status=response.status,
+        error_code=str(payload["error_code"])[:200] if payload.get("error_code") else None,
+        error_messages=[str(m)[:500] for m in messages][:10] if isinstance(messages, list) else [],
+        correlation_id=str(payload["correlation_id"])[:200] if payload.get("correlation_id") else None,
+    )
+    status = response.status
+    message = f"Klarna {operation} failed"
+    if status == 404:
+        return KlarnaNotFound(f"Klarna {operation}: session not found or expired", **details)
+    if status in (401, 403):
+        return KlarnaAuthFailed(f"Klarna {operation}: credentials refused", **details)
+    if status == 429:
+        return KlarnaRateLimited(
+            f"Klarna {operation}: rate limited", retry_after=retry_after_seconds(response.headers), **details
+        )
+    if 400 <= status < 500:
+        return KlarnaRejected(message, **details)
+    return KlarnaUnavailable(message, **details)
+
+
+CredentialsProvider = Callable[[], KlarnaCredentials]
+
+
+class KlarnaClient:
+    def __init__(
+        self,
+        base_url: str,
+        credentials: CredentialsProvider,
+        *,
+        timeout_seconds: float,
+        pool: urllib3.PoolManager | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._credentials = credentials
+        self._timeout_seconds = timeout_seconds
+        # Connections are reused across invocations of a warm Lambda; urllib3 retries are off because
+        # each operation decides for itself what is safe to retry.
+        self._pool = pool or urllib3.PoolManager(maxsize=16, retries=False)
+
+    def session_url(self, session_id: str) -> str:
+        return f"{self._base_url}{SESSIONS_PATH}/{quote(session_id, safe='')}"
+
+    def read_session(self, session_id: str) -> KlarnaSession:
+        response = self.request("GET", self.session_url(session_id), operation="read session")
+        session = parse_session(response, operation="read session")
+        if session.session_id != session_id:
+            raise KlarnaBadResponse(
+                "Klarna read session answered for a different session", http_status=response.status
+            )
+        return session
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        operation: str,
+        body: Mapping[str, Any] | None = None,
+        timeout_seconds: float | None = None,
+    ) -> KlarnaResponse:
+        """One HTTP call; raises a KlarnaError for anything but a 2xx."""
+        headers = {
+            "Authorization": self._credentials().basic_auth_header(),
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        encoded = None
+        if body is not None:
+            encoded = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        timeout = timeout_seconds or self._timeout_seconds
+        try:
+            raw = self._pool.request(
+                method,
+                url,
+                body=encoded,
+                headers=headers,
+                timeout=urllib3.Timeout(total=timeout),
+                redirect=False,
+                retries=False,
+            )
+        except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ProtocolError) as exc:
+            if _is_timeout(exc):
+                raise KlarnaTimeout(f"Klarna {operation}: no answer within {timeout:g}s") from None
+            raise KlarnaUnavailable(f"Klarna {operation}: connection failed") from None
+        except urllib3.exceptions.HTTPError:
+            raise KlarnaUnavailable(f"Klarna {operation}: connection failed") from None
+        response = KlarnaResponse(status=raw.status, headers=raw.headers, body=raw.data)
+        if not 200 <= raw.status < 300:
+            raise _error_from_response(response, operation)
+        return response
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    if isinstance(exc, urllib3.exceptions.TimeoutError):
+        return True
+    reason = getattr(exc, "reason", None)
+    return isinstance(reason, urllib3.exceptions.TimeoutError)
+
+
+def parse_session(response: KlarnaResponse, *, operation: str) -> KlarnaSession:
+    try:
+        return KlarnaSession.model_validate(response.json())
+    except ValueError as exc:
+        details = describe_validation_error(exc) if isinstance(exc, ValidationError) else ["not JSON"]
+        raise KlarnaBadResponse(
+            f"Klarna {operation}: unreadable answer ({'; '.join(details)})", http_status=response.status
+        ) from None
+
+
+def secrets_manager_credentials(secret_arn: str, *, max_age_seconds: int) -> CredentialsProvider:
+    """Credentials from Secrets Manager through Powertools parameters (cached for `max_age_seconds`)."""
+    from aws_lambda_powertools.utilities import parameters
+    from aws_lambda_powertools.utilities.parameters.exceptions import (
+        GetParameterError,
+        TransformParameterError,
+    )
+
+    def provide() -> KlarnaCredentials:
+        try:
+            secret = parameters.get_secret(secret_arn, transform="json", max_age=max_age_seconds)
+        except TransformParameterError:
+            raise KlarnaAuthFailed("Klarna credentials secret is not JSON") from None
+        except GetParameterError:
+            raise DependencyError("Klarna credentials could not be read from Secrets Manager") from None
+        try:
+            return KlarnaCredentials.model_validate(secret)
+        except ValidationError:
+            raise KlarnaAuthFailed(
+                "Klarna credentials secret must be JSON with non-empty username and password"
+            ) from None
+
+    return provide
+

@@ -1,0 +1,250 @@
+"""The one repository for the sessions table, and its one write path.
+
+`record_status` is a single conditional UpdateItem: it applies only if the incoming `updated_at` is newer
+than the stored one and the stored status is not final. When the condition fails, DynamoDB hands back the
+stored item in the same call (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), which is enough to say why:
+stale, duplicate, already final, wrong secret or unknown session. No read-before-write.
+"""
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import botocore.exceptions
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from hpp_core.callback_secrets import hashes_match
+from hpp_core.errors import StorageUnavailable
+from hpp_core.models import StatusUpdate, TrackedSession
+from hpp_core.statuses import FINAL_STATUSES, is_final
+from hpp_core.timestamps import format_timestamp, to_epoch_millis, utc_now
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+# Attribute names (the table's contract; see README "The sessions table").
+SECRET_HASH = "callback_secret_sha256"
+POLL_SHARD = "poll_shard"
+POLL_DUE_AT = "poll_due_at"
+POLL_ATTEMPTS = "poll_attempts"
+TTL_ATTRIBUTE = "expires_ttl"
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+_FINAL_PLACEHOLDERS = {f":final{i}": status for i, status in enumerate(sorted(FINAL_STATUSES))}
+
+
+class WriteOutcome(StrEnum):
+    APPLIED = "applied"
+    STALE = "stale"
+    DUPLICATE = "duplicate"
+    ALREADY_FINAL = "already_final"
+    # Callback writes only: the presented secret does not match the stored hash.
+    SECRET_MISMATCH = "secret_mismatch"
+    # Callback writes only: no row for the session.
+    UNKNOWN_SESSION = "unknown_session"
+    # Callback writes only: the row was tracked without a callback secret (PUT /sessions, adopted).
+    NO_SECRET_ON_FILE = "no_secret_on_file"
+
+
+ACCEPTED_OUTCOMES = frozenset(
+    {WriteOutcome.APPLIED, WriteOutcome.STALE, WriteOutcome.DUPLICATE, WriteOutcome.ALREADY_FINAL}
+)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    outcome: WriteOutcome
+    # The row after the write when applied, the row as it stood when not (None for an unknown session).
+    item: Mapping[str, Any] | None
+
+    @property
+    def stored_status(self) -> str | None:
+        return None if self.item is None else self.item.get("status")
+
+
+def poll_shard(session_id: str, shards: int) -> str:
+    """A stable shard for the poller's sparse index, so due sessions spread over several partitions."""
+    digest = hashlib.sha256(session_id.encode("utf-8")).digest()
+    return f"{int.from_bytes(digest[:4], 'big') % shards:02d}"
+
+
+def to_item(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _serializer.serialize(value) for name, value in attributes.items()}
+
+
+def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _deserializer.deserialize(value) for name, value in item.items()}
+
+
+def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
+    """Deserialized, with DynamoDB's Decimals turned back into ints (every number we store is one)."""
+    return {
+        name: int(value) if isinstance(value, Decimal) else value for name, value in from_item(item).items()
+    }
+
+
+class SessionRepository:
+    def __init__(
+        self,
+        table_name: str,
+        client: "DynamoDBClient",
+        *,
+        poll_shards: int = 8,
+        first_poll_delay_seconds: int = 60,
+        retention_days: int = 90,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.table_name = table_name
+        self._client = client
+        self._poll_shards = poll_shards
+        self._first_poll_delay_ms = first_poll_delay_seconds * 1000
+        self._retention_seconds = retention_days * 86_400
+        self._clock = clock
+
+    # -- the write path ---------------------------------------------------------------------------
+
+    def record_status(self, update: StatusUpdate, *, callback_secret_hash: str | None = None) -> WriteResult:
+        """Record `update` if it is newer than the stored state and that state is not final.
+
+        With `callback_secret_hash` the write is a callback's: it also requires an existing row whose
+        stored secret hash equals it (checked by DynamoDB, re-checked in constant time on failure), and
+        never creates a row. Without it (Klarna's own answers) a missing row is created.
+        """
+        names, values, update_expression = self._update_expression(update)
+        values.update(_FINAL_PLACEHOLDERS)
+        values[":updated_at_ms"] = update.updated_at_ms
+        # Equal timestamps: a final status beats a non-final one; otherwise the stored state stays.
+        newer = "updated_at_ms <= :updated_at_ms" if update.is_final else "updated_at_ms < :updated_at_ms"
+        not_final = f"NOT #status IN ({', '.join(_FINAL_PLACEHOLDERS)})"
+        if callback_secret_hash is None:
+            condition = f"attribute_not_exists(session_id) OR ({not_final} AND {newer})"
+        else:
+            names["#secret_hash"] = SECRET_HASH
+            values[":secret_hash"] = callback_secret_hash
+            condition = (
+                f"attribute_exists(session_id) AND #secret_hash = :secret_hash AND {not_final} AND {newer}"
+            )
+        try:
+            response = self._client.update_item(
+                TableName=self.table_name,
+                Key=to_item({"session_id": update.session_id}),
+                UpdateExpression=update_expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=to_item(values),
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise _storage_error(exc) from None
+            old = exc.response.get("Item")
+            stored = _plain(old) if old else None
+            return WriteResult(_why_not_applied(update, stored, callback_secret_hash), stored)
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _storage_error(exc) from None
+        return WriteResult(WriteOutcome.APPLIED, _plain(response.get("Attributes", {})))
+
+    def _update_expression(self, update: StatusUpdate) -> tuple[dict[str, str], dict[str, Any], str]:
+        now = self._clock()
+        names = {"#status": "status"}
+        values: dict[str, Any] = {
+            ":status": update.status,
+            ":updated_at": update.updated_at,
+            ":recorded_at": format_timestamp(now),
+            ":source": update.source,
+        }
+        assignments = [
+            "#status = :status",
+            "updated_at = :updated_at",
+            "updated_at_ms = :updated_at_ms",
+            "recorded_at = :recorded_at",
+            "created_at = if_not_exists(created_at, :recorded_at)",
+            "last_source = :source",
+        ]
+        session = update.session
+        if session.expires_at is not None:
+            values[":expires_at"] = update.expires_at
+            assignments.append("expires_at = :expires_at")
+            if self._retention_seconds:
+                values[":ttl"] = to_epoch_millis(session.expires_at) // 1000 + self._retention_seconds
+                assignments.append(f"{TTL_ATTRIBUTE} = :ttl")
+        optional = {
+            "authorization_token": (
+                session.authorization_token.get_secret_value() if session.authorization_token else None
+            ),
+            "order_id": session.order_id,
+            "klarna_reference": session.klarna_reference,
+            "last_event_id": update.event_id,
+        }
+        for attribute, value in optional.items():
+            if value is not None:
+                values[f":{attribute}"] = value
+                assignments.append(f"{attribute} = :{attribute}")
+        # The poller's sparse index holds only sessions that are not final; a recorded change makes the
+        # session due again after the first (shortest) delay.
+        removals = []
+        if update.is_final:
+            removals = [POLL_SHARD, POLL_DUE_AT, POLL_ATTEMPTS]
+        else:
+            values[":poll_shard"] = poll_shard(update.session_id, self._poll_shards)
+            values[":poll_due_at"] = to_epoch_millis(now) + self._first_poll_delay_ms
+            values[":zero"] = 0
+            assignments += [
+                f"{POLL_SHARD} = :poll_shard",
+                f"{POLL_DUE_AT} = :poll_due_at",
+                f"{POLL_ATTEMPTS} = :zero",
+            ]
+        expression = "SET " + ", ".join(assignments)
+        if removals:
+            expression += " REMOVE " + ", ".join(removals)
+        return names, values, expression
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def get_item(self, session_id: str, *, consistent: bool = True) -> dict[str, Any] | None:
+        """The raw stored row (including the secret hash: for the core's own decisions only)."""
+        try:
+            response = self._client.get_item(
+                TableName=self.table_name,
+                Key=to_item({"session_id": session_id}),
+                ConsistentRead=consistent,
+            )
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise _storage_error(exc) from None
+        item = response.get("Item")
+        return _plain(item) if item else None
+
+    def get_session(self, session_id: str) -> TrackedSession | None:
+        item = self.get_item(session_id)
+        return TrackedSession.model_validate(item) if item else None
+
+
+def _why_not_applied(
+    update: StatusUpdate, stored: Mapping[str, Any] | None, presented_hash: str | None
+) -> WriteOutcome:
+    if stored is None:
+        return WriteOutcome.UNKNOWN_SESSION
+    if presented_hash is not None:
+        stored_hash = stored.get(SECRET_HASH)
+        if not stored_hash:
+            return WriteOutcome.NO_SECRET_ON_FILE
+        if not hashes_match(str(stored_hash), presented_hash):
+            return WriteOutcome.SECRET_MISMATCH
+    if stored.get("status") == update.status and stored.get("updated_at_ms") == update.updated_at_ms:
+        return WriteOutcome.DUPLICATE
+    if is_final(str(stored.get("status"))):
+        return WriteOutcome.ALREADY_FINAL
+    return WriteOutcome.STALE
+
+
+def _storage_error(exc: Exception) -> StorageUnavailable:
+    code = ""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+    return StorageUnavailable(f"session storage failed ({code or type(exc).__name__})")

@@ -1,0 +1,51 @@
+"""Klarna timestamps: any ISO 8601 form in, one exact UTC form out.
+
+Klarna's HPP examples use `2019-05-13T14:51:46.288Z`, but its general rule also allows no fractional
+part, and nothing stops an offset. Ordering is therefore decided on an integer (epoch milliseconds),
+never on strings, and every stored timestamp is rendered the same way.
+"""
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import BeforeValidator
+
+
+def parse_timestamp(value: object) -> datetime:
+    """Parse an ISO 8601 string to an aware UTC datetime truncated to milliseconds.
+
+    A timestamp without an offset is taken as UTC (Klarna documents every date as UTC).
+    """
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError as exc:
+            raise ValueError("must be an ISO 8601 date-time, e.g. 2019-05-13T14:54:04.675Z") from exc
+    else:
+        raise ValueError("must be an ISO 8601 date-time string")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    parsed = parsed.astimezone(UTC)
+    return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
+
+
+def to_epoch_millis(moment: datetime) -> int:
+    """Exact integer milliseconds since the epoch (no float rounding)."""
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def format_timestamp(moment: datetime) -> str:
+    """The one stored form: UTC, milliseconds, `Z`."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def utc_now() -> datetime:
+    return parse_timestamp(datetime.now(UTC))
+
+
+KlarnaTimestamp = Annotated[datetime, BeforeValidator(parse_timestamp)]
+"""A pydantic field type that accepts only ISO 8601 strings and normalises them to UTC milliseconds."""

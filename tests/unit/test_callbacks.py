@@ -1,0 +1,189 @@
+"""The callback decision logic with in-memory fakes for the store and Klarna (no I/O)."""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from hpp_core.callback_secrets import hash_callback_secret
+from hpp_core.callbacks import handle_callback, parse_callback_body
+from hpp_core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
+from hpp_core.klarna import KlarnaNotFound, KlarnaUnavailable
+from hpp_core.models import KlarnaSession, StatusUpdate
+from hpp_core.repository import SECRET_HASH, WriteOutcome, WriteResult
+
+SID = "39a1c773-bafd-754d-af1f-b30c592f1267"
+SECRET = "s3cret-value-for-tests-0000000000000"
+
+
+def body(status: str = "IN_PROGRESS", session_id: str = SID, **extra: Any) -> str:
+    session = {"session_id": session_id, "status": status, "updated_at": "2019-05-13T14:52:10.120Z", **extra}
+    return json.dumps({"event_id": "e1", "session": session})
+
+
+@dataclass
+class FakeStore:
+    """Answers writes with a scripted outcome and records what it was asked."""
+
+    callback_outcome: WriteOutcome = WriteOutcome.APPLIED
+    item: dict[str, Any] | None = None
+    writes: list[tuple[StatusUpdate, str | None]] = field(default_factory=list)
+
+    def record_status(self, update: StatusUpdate, *, callback_secret_hash: str | None = None) -> WriteResult:
+        self.writes.append((update, callback_secret_hash))
+        outcome = self.callback_outcome if callback_secret_hash else WriteOutcome.APPLIED
+        row = None if outcome is WriteOutcome.UNKNOWN_SESSION else {"status": update.status}
+        return WriteResult(outcome, row)
+
+    def get_item(self, session_id: str, *, consistent: bool = True) -> dict[str, Any] | None:
+        return self.item
+
+
+@dataclass
+class FakeKlarna:
+    answer: KlarnaSession | Exception | None = None
+    reads: list[str] = field(default_factory=list)
+
+    def read_session(self, session_id: str) -> KlarnaSession:
+        self.reads.append(session_id)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        assert self.answer is not None
+        return self.answer
+
+
+def klarna_says(status: str) -> KlarnaSession:
+    return KlarnaSession(session_id=SID, status=status, updated_at="2019-05-13T14:55:00Z")  # type: ignore[arg-type]
+
+
+def query(secret: str | None = SECRET, session_id: str | None = SID) -> dict[str, str]:
+    q = {}
+    if session_id is not None:
+        q["session_id"] = session_id
+    if secret is not None:
+        q["secret"] = secret
+    return q
+
+
+def test_normal_path_is_one_conditional_write_with_the_secret_hash_and_no_klarna_call() -> None:
+    store, klarna = FakeStore(), FakeKlarna()
+    result = handle_callback(query(), body(), store=store, klarna=klarna)
+    assert (result.outcome, result.source) == ("applied", "callback")
+    assert len(store.writes) == 1
+    update, presented = store.writes[0]
+    assert presented == hash_callback_secret(SECRET)
+    assert update.source == "callback"
+    assert update.event_id == "e1"
+    assert klarna.reads == []
+
+
+@pytest.mark.parametrize(
+    "outcome", [WriteOutcome.STALE, WriteOutcome.DUPLICATE, WriteOutcome.ALREADY_FINAL]
+)
+def test_stale_duplicate_and_post_final_are_accepted(outcome: WriteOutcome) -> None:
+    result = handle_callback(query(), body(), store=FakeStore(outcome), klarna=FakeKlarna())
+    assert result.outcome == outcome.value
+
+
+def test_wrong_secret_is_forbidden_and_klarna_is_not_asked() -> None:
+    klarna = FakeKlarna()
+    with pytest.raises(Forbidden):
+        handle_callback(query(), body(), store=FakeStore(WriteOutcome.SECRET_MISMATCH), klarna=klarna)
+    assert klarna.reads == []
+
+
+@pytest.mark.parametrize("outcome", [WriteOutcome.UNKNOWN_SESSION, WriteOutcome.NO_SECRET_ON_FILE])
+def test_unverifiable_callbacks_are_settled_by_klarnas_answer_not_the_body(outcome: WriteOutcome) -> None:
+    store, klarna = FakeStore(outcome), FakeKlarna(klarna_says("FAILED"))
+    result = handle_callback(query(), body("COMPLETED", authorization_token="forged"), store=store, klarna=klarna)
+    assert result.source == "klarna_read"
+    recorded, presented = store.writes[-1]
+    assert presented is None
+    assert recorded.status == "FAILED"
+    assert recorded.source == "klarna_read"
+
+
+def test_unknown_session_that_klarna_does_not_know_is_404() -> None:
+    store = FakeStore(WriteOutcome.UNKNOWN_SESSION)
+    with pytest.raises(NotFound):
+        handle_callback(query(), body(), store=store, klarna=FakeKlarna(KlarnaNotFound("gone", http_status=404)))
+    assert len(store.writes) == 1, "only the refused callback write; nothing stored after Klarna's 404"
+
+
+def test_known_session_that_klarna_has_forgotten_is_acknowledged_without_a_write() -> None:
+    store = FakeStore(item={"session_id": SID})
+    result = handle_callback(
+        query(), "", store=store, klarna=FakeKlarna(KlarnaNotFound("gone", http_status=404))
+    )
+    assert result.outcome == "klarna_not_found"
+    assert store.writes == []
+
+
+def test_klarna_failure_propagates_so_the_caller_answers_5xx() -> None:
+    store = FakeStore(WriteOutcome.UNKNOWN_SESSION)
+    with pytest.raises(KlarnaUnavailable):
+        handle_callback(query(), body(), store=store, klarna=FakeKlarna(KlarnaUnavailable("down")))
+
+
+@pytest.mark.parametrize("raw", [None, "", "   \n", b"", "not json {", b"\xff\xfe\x00garbage"])
+def test_empty_or_unparsable_body_with_a_valid_secret_reads_klarna(raw: str | bytes | None) -> None:
+    store = FakeStore(item={"session_id": SID, SECRET_HASH: hash_callback_secret(SECRET)})
+    klarna = FakeKlarna(klarna_says("IN_PROGRESS"))
+    result = handle_callback(query(), raw, store=store, klarna=klarna)
+    assert result.source == "klarna_read"
+    assert klarna.reads == [SID]
+
+
+def test_empty_body_with_a_wrong_secret_is_forbidden_before_any_klarna_call() -> None:
+    store = FakeStore(item={"session_id": SID, SECRET_HASH: hash_callback_secret(SECRET)})
+    klarna = FakeKlarna(klarna_says("IN_PROGRESS"))
+    with pytest.raises(Forbidden):
+        handle_callback(query(secret="wrong"), "", store=store, klarna=klarna)
+    assert klarna.reads == []
+
+
+def test_missing_secret_on_a_session_with_one_on_file_is_forbidden() -> None:
+    store = FakeStore(item={"session_id": SID, SECRET_HASH: hash_callback_secret(SECRET)})
+    with pytest.raises(Forbidden, match="secret"):
+        handle_callback(query(secret=None), body(), store=store, klarna=FakeKlarna())
+    assert store.writes == []
+
+
+def test_missing_secret_on_an_unknown_session_is_settled_by_klarna() -> None:
+    store = FakeStore(item=None)
+    klarna = FakeKlarna(klarna_says("WAITING"))
+    assert handle_callback(query(secret=None), body(), store=store, klarna=klarna).source == "klarna_read"
+
+
+@pytest.mark.parametrize(
+    ("q", "raw", "message"),
+    [
+        ({}, body(), "session_id' is required"),
+        (query(session_id="../etc/passwd"), body(), "not a valid session id"),
+        (query(session_id="a b"), body(), "not a valid session id"),
+        (query(), body(session_id="00000000-aaaa-bbbb-cccc-000000000000"), "differs"),
+        (query(), "[1, 2]", "JSON object"),
+        (query(), '{"event_id": "e1"}', "invalid"),
+        (query(), body(status=5), "invalid"),
+        (query(secret="x" * 1000), body(), "too long"),
+    ],
+)
+def test_malformed_requests_are_400_and_write_nothing(q: dict[str, str], raw: str, message: str) -> None:
+    store, klarna = FakeStore(), FakeKlarna()
+    with pytest.raises(BadRequest, match=message):
+        handle_callback(q, raw, store=store, klarna=klarna)
+    assert store.writes == []
+    assert klarna.reads == []
+
+
+def test_bad_field_types_name_the_field() -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_callback_body(body(status=5, updated_at="yesterday"))
+    assert any(d.startswith("session.status:") for d in caught.value.details)
+    assert any(d.startswith("session.updated_at:") for d in caught.value.details)
+
+
+def test_oversize_body_is_refused() -> None:
+    with pytest.raises(PayloadTooLarge):
+        parse_callback_body("x" * (64 * 1024 + 1))

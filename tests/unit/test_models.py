@@ -1,0 +1,75 @@
+import pytest
+from pydantic import ValidationError
+
+from hpp_core.models import CallbackBody, KlarnaSession, StatusUpdate, describe_validation_error
+
+TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
+
+
+def session(**overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "session_id": "39a1c773-bafd-754d-af1f-b30c592f1267",
+        "status": "COMPLETED",
+        "updated_at": "2019-05-13T14:54:04.675Z",
+        "expires_at": "2019-05-15T13:51:43.507Z",
+        "authorization_token": TOKEN,
+    }
+    body.update(overrides)
+    return body
+
+
+def test_unknown_fields_are_ignored_and_never_kept() -> None:
+    parsed = KlarnaSession.model_validate(
+        session(customer={"email": "someone@example.com"}, manual_identification={"x": 1}, brand_new=True)
+    )
+    dumped = parsed.model_dump()
+    assert "customer" not in dumped
+    assert "manual_identification" not in dumped
+    assert "brand_new" not in dumped
+
+
+def test_a_status_klarna_adds_later_is_accepted() -> None:
+    assert KlarnaSession.model_validate(session(status="PAUSED_BY_CONSUMER")).status == "PAUSED_BY_CONSUMER"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"status": 7}, "session.status"),
+        ({"status": "completed; drop table"}, "session.status"),
+        ({"updated_at": "yesterday"}, "session.updated_at"),
+        ({"updated_at": 1557759244}, "session.updated_at"),
+        ({"session_id": "../../payments/v1/authorizations"}, "session.session_id"),
+        ({"session_id": ""}, "session.session_id"),
+        ({"authorization_token": 12345}, "session.authorization_token"),
+        ({"order_id": ["x"]}, "session.order_id"),
+    ],
+)
+def test_wrong_types_are_rejected_naming_the_field(overrides: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        CallbackBody.model_validate({"event_id": "e1", "session": session(**overrides)})
+    lines = describe_validation_error(caught.value)
+    assert any(line.startswith(f"{field}:") for line in lines), lines
+
+
+def test_error_descriptions_never_echo_the_input() -> None:
+    with pytest.raises(ValidationError) as caught:
+        CallbackBody.model_validate({"session": session(status=TOKEN, updated_at=TOKEN)})
+    assert TOKEN not in " ".join(describe_validation_error(caught.value))
+
+
+def test_the_token_never_shows_in_repr_or_str() -> None:
+    update = StatusUpdate(session=KlarnaSession.model_validate(session()), source="callback", event_id="e1")
+    for text in (repr(update), str(update), repr(update.session), str(update.session.model_dump())):
+        assert TOKEN not in text
+    assert update.session.authorization_token is not None
+    assert update.session.authorization_token.get_secret_value() == TOKEN
+
+
+def test_status_update_exposes_normalised_times() -> None:
+    update = StatusUpdate(
+        session=KlarnaSession.model_validate(session(updated_at="2019-05-13T16:54:04+02:00")), source="poller"
+    )
+    assert update.updated_at == "2019-05-13T14:54:04.000Z"
+    assert update.updated_at_ms == 1557759244000
+    assert update.is_final

@@ -1,0 +1,65 @@
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hpp_core.timestamps import format_timestamp, parse_timestamp, to_epoch_millis
+
+SAME_MOMENT = [
+    "2019-05-13T14:54:04.675Z",
+    "2019-05-13T14:54:04.675+00:00",
+    "2019-05-13T16:54:04.675+02:00",
+    "2019-05-13T09:54:04.675-05:00",
+    "2019-05-13T14:54:04.675000Z",
+    "2019-05-13T14:54:04.675999Z",  # sub-millisecond digits are truncated, never rounded up
+    "2019-05-13 14:54:04.675Z",
+    "2019-05-13T14:54:04.675",  # no offset: Klarna's dates are UTC
+]
+
+
+@pytest.mark.parametrize("text", SAME_MOMENT)
+def test_every_iso_form_of_one_moment_normalises_to_the_same_stored_form(text: str) -> None:
+    assert format_timestamp(parse_timestamp(text)) == "2019-05-13T14:54:04.675Z"
+    assert to_epoch_millis(parse_timestamp(text)) == 1557759244675
+
+
+def test_a_date_without_fraction_gets_milliseconds() -> None:
+    assert format_timestamp(parse_timestamp("2019-05-13T14:54:04Z")) == "2019-05-13T14:54:04.000Z"
+
+
+def test_ordering_is_decided_on_the_instant_not_the_text() -> None:
+    # As strings "…14:54:04Z" > "…14:54:04.001Z" (since "Z" > "."); as instants it is the other way round.
+    earlier, later = parse_timestamp("2019-05-13T14:54:04Z"), parse_timestamp("2019-05-13T14:54:04.001Z")
+    assert "2019-05-13T14:54:04Z" > "2019-05-13T14:54:04.001Z"
+    assert to_epoch_millis(earlier) < to_epoch_millis(later)
+    # An offset that reads "later" can be the earlier instant.
+    assert to_epoch_millis(parse_timestamp("2019-05-13T15:00:00+02:00")) < to_epoch_millis(
+        parse_timestamp("2019-05-13T14:00:00Z")
+    )
+
+
+@pytest.mark.parametrize(
+    "value", ["", "yesterday", "2019-13-45T00:00:00Z", "14:54:04", 1557759244, None, 12.5, ["2019-05-13"]]
+)
+def test_anything_but_an_iso_string_is_rejected(value: object) -> None:
+    with pytest.raises(ValueError, match="ISO 8601"):
+        parse_timestamp(value)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1971, 1, 1),
+        max_value=datetime(2200, 1, 1),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]),
+    )
+)
+def test_parse_format_round_trip_is_exact_to_the_millisecond(moment: datetime) -> None:
+    parsed = parse_timestamp(moment.isoformat())
+    assert parse_timestamp(format_timestamp(parsed)) == parsed
+    expected_ms = int(moment.timestamp() * 1000) if moment.microsecond % 1000 == 0 else None
+    if expected_ms is not None:
+        assert to_epoch_millis(parsed) == expected_ms
+    assert to_epoch_millis(parsed) == (moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
+        milliseconds=1
+    )
