@@ -11,7 +11,7 @@ from botocore.config import Config
 
 from hpp_core.klarna import KlarnaClient, secrets_manager_credentials
 from hpp_core.repository import SessionRepository
-from hpp_core.settings import Settings
+from hpp_core.settings import KlarnaSettings, TableSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -29,7 +29,7 @@ def dynamodb_client() -> "DynamoDBClient":
     return boto3.client("dynamodb", config=_DYNAMODB_CONFIG)
 
 
-def session_repository(settings: Settings) -> SessionRepository:
+def session_repository(settings: TableSettings) -> SessionRepository:
     return SessionRepository(
         settings.table_name,
         dynamodb_client(),
@@ -39,7 +39,7 @@ def session_repository(settings: Settings) -> SessionRepository:
     )
 
 
-def klarna_client(settings: Settings) -> KlarnaClient:
+def klarna_client(settings: KlarnaSettings) -> KlarnaClient:
     return KlarnaClient(
         settings.klarna_base_url,
         secrets_manager_credentials(

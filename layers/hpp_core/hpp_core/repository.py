@@ -18,9 +18,9 @@ import botocore.exceptions
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from hpp_core.callback_secrets import hashes_match
-from hpp_core.errors import StorageUnavailable
+from hpp_core.errors import Conflict, StorageUnavailable
 from hpp_core.models import StatusUpdate, TrackedSession
-from hpp_core.statuses import FINAL_STATUSES, is_final
+from hpp_core.statuses import FINAL_STATUSES, Status, is_final
 from hpp_core.timestamps import format_timestamp, to_epoch_millis, utc_now
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class SessionRepository:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.table_name = table_name
-        self._client = client
+        self.client = client
         self._poll_shards = poll_shards
         self._first_poll_delay_ms = first_poll_delay_seconds * 1000
         self._retention_seconds = retention_days * 86_400
@@ -117,9 +117,8 @@ class SessionRepository:
         """
         names, values, update_expression = self._update_expression(update)
         values.update(_FINAL_PLACEHOLDERS)
-        values[":updated_at_ms"] = update.updated_at_ms
         # Equal timestamps: a final status beats a non-final one; otherwise the stored state stays.
-        newer = "updated_at_ms <= :updated_at_ms" if update.is_final else "updated_at_ms < :updated_at_ms"
+        newer = "#updated_at_ms <= :updated_at_ms" if update.is_final else "#updated_at_ms < :updated_at_ms"
         not_final = f"NOT #status IN ({', '.join(_FINAL_PLACEHOLDERS)})"
         if callback_secret_hash is None:
             condition = f"attribute_not_exists(session_id) OR ({not_final} AND {newer})"
@@ -130,7 +129,7 @@ class SessionRepository:
                 f"attribute_exists(session_id) AND #secret_hash = :secret_hash AND {not_final} AND {newer}"
             )
         try:
-            response = self._client.update_item(
+            response = self.client.update_item(
                 TableName=self.table_name,
                 Key=to_item({"session_id": update.session_id}),
                 UpdateExpression=update_expression,
@@ -152,65 +151,101 @@ class SessionRepository:
 
     def _update_expression(self, update: StatusUpdate) -> tuple[dict[str, str], dict[str, Any], str]:
         now = self._clock()
-        names = {"#status": "status"}
-        values: dict[str, Any] = {
-            ":status": update.status,
-            ":updated_at": update.updated_at,
-            ":recorded_at": format_timestamp(now),
-            ":source": update.source,
-        }
-        assignments = [
-            "#status = :status",
-            "updated_at = :updated_at",
-            "updated_at_ms = :updated_at_ms",
-            "recorded_at = :recorded_at",
-            "created_at = if_not_exists(created_at, :recorded_at)",
-            "last_source = :source",
-        ]
         session = update.session
-        if session.expires_at is not None:
-            values[":expires_at"] = update.expires_at
-            assignments.append("expires_at = :expires_at")
-            if self._retention_seconds:
-                values[":ttl"] = to_epoch_millis(session.expires_at) // 1000 + self._retention_seconds
-                assignments.append(f"{TTL_ATTRIBUTE} = :ttl")
-        optional = {
-            "authorization_token": (
-                session.authorization_token.get_secret_value() if session.authorization_token else None
-            ),
+        token = session.authorization_token
+        attributes: dict[str, Any] = {
+            "status": update.status,
+            "updated_at": update.updated_at,
+            "updated_at_ms": update.updated_at_ms,
+            "recorded_at": format_timestamp(now),
+            "last_source": update.source,
+            "authorization_token": token.get_secret_value() if token else None,
             "order_id": session.order_id,
             "klarna_reference": session.klarna_reference,
             "last_event_id": update.event_id,
+            **self._expiry_attributes(session.expires_at),
         }
-        for attribute, value in optional.items():
-            if value is not None:
-                values[f":{attribute}"] = value
-                assignments.append(f"{attribute} = :{attribute}")
-        # The poller's sparse index holds only sessions that are not final; a recorded change makes the
-        # session due again after the first (shortest) delay.
-        removals = []
+        removals: list[str] = []
         if update.is_final:
             removals = [POLL_SHARD, POLL_DUE_AT, POLL_ATTEMPTS]
         else:
-            values[":poll_shard"] = poll_shard(update.session_id, self._poll_shards)
-            values[":poll_due_at"] = to_epoch_millis(now) + self._first_poll_delay_ms
-            values[":zero"] = 0
-            assignments += [
-                f"{POLL_SHARD} = :poll_shard",
-                f"{POLL_DUE_AT} = :poll_due_at",
-                f"{POLL_ATTEMPTS} = :zero",
-            ]
+            attributes.update(self._poll_attributes(update.session_id, now))
+        names = {f"#{name}": name for name, value in attributes.items() if value is not None}
+        values = {f":{name}": value for name, value in attributes.items() if value is not None}
+        assignments = [f"#{name} = :{name}" for name, value in attributes.items() if value is not None]
+        assignments.append("created_at = if_not_exists(created_at, :recorded_at)")
         expression = "SET " + ", ".join(assignments)
         if removals:
             expression += " REMOVE " + ", ".join(removals)
         return names, values, expression
+
+    def _expiry_attributes(self, expires_at: datetime | None) -> dict[str, Any]:
+        if expires_at is None:
+            return {}
+        attributes: dict[str, Any] = {"expires_at": format_timestamp(expires_at)}
+        if self._retention_seconds:
+            attributes[TTL_ATTRIBUTE] = to_epoch_millis(expires_at) // 1000 + self._retention_seconds
+        return attributes
+
+    def _poll_attributes(self, session_id: str, now: datetime) -> dict[str, Any]:
+        """Puts a not-final session in the poller's sparse index, due after the first (shortest) delay.
+
+        A recorded change resets the backoff; a final status removes these attributes instead.
+        """
+        return {
+            POLL_SHARD: poll_shard(session_id, self._poll_shards),
+            POLL_DUE_AT: to_epoch_millis(now) + self._first_poll_delay_ms,
+            POLL_ATTEMPTS: 0,
+        }
+
+    def create_session(
+        self,
+        session_id: str,
+        *,
+        expires_at: datetime | None,
+        session_url: str | None,
+        callback_secret_hash: str | None,
+    ) -> dict[str, Any]:
+        """Start tracking a session the tracker just created at Klarna, as WAITING.
+
+        Its `updated_at_ms` is 0: Klarna's create answer carries no `updated_at`, and the tracker's own
+        clock must never make a real Klarna update look stale, so any observation from Klarna wins.
+        """
+        now = self._clock()
+        attributes: dict[str, Any] = {
+            "session_id": session_id,
+            "status": Status.WAITING.value,
+            "updated_at": format_timestamp(now),
+            "updated_at_ms": 0,
+            "created_at": format_timestamp(now),
+            "recorded_at": format_timestamp(now),
+            "last_source": "sessions_api",
+            "session_url": session_url,
+            SECRET_HASH: callback_secret_hash,
+            **self._expiry_attributes(expires_at),
+            **self._poll_attributes(session_id, now),
+        }
+        item = {name: value for name, value in attributes.items() if value is not None}
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=to_item(item),
+                ConditionExpression="attribute_not_exists(session_id)",
+            )
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise Conflict(f"session {session_id} is already tracked") from None
+            raise _storage_error(exc) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _storage_error(exc) from None
+        return item
 
     # -- reads --------------------------------------------------------------------------------------
 
     def get_item(self, session_id: str, *, consistent: bool = True) -> dict[str, Any] | None:
         """The raw stored row (including the secret hash: for the core's own decisions only)."""
         try:
-            response = self._client.get_item(
+            response = self.client.get_item(
                 TableName=self.table_name,
                 Key=to_item({"session_id": session_id}),
                 ConsistentRead=consistent,

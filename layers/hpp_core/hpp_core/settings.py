@@ -1,12 +1,14 @@
-"""Settings as a validated model read from environment variables.
+"""Settings as validated models read from environment variables.
 
 Each field's alias is the environment variable's name, so a missing or malformed setting fails at
-start-up with a message naming the variable, not with a KeyError deep inside a call.
+start-up with a message naming the variable, not with a KeyError deep inside a call. Settings are split
+by concern so that each function requires only what it uses (the publisher needs no Klarna credentials).
 """
 
 import os
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
+from typing import Self
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
 
@@ -15,23 +17,11 @@ class ConfigurationError(RuntimeError):
     """The function's environment is wrong; the message names every offending variable."""
 
 
-class Settings(BaseModel):
+class EnvironmentSettings(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
-    table_name: str = Field(alias="TABLE_NAME", min_length=3, max_length=255)
-    klarna_api_url: AnyHttpUrl = Field(alias="KLARNA_API_URL")
-    klarna_credentials_secret_arn: str = Field(alias="KLARNA_CREDENTIALS_SECRET_ARN", min_length=1)
-    # Klarna gives a callback 3 seconds; a Read Session made while answering one must leave room.
-    klarna_timeout_seconds: float = Field(alias="KLARNA_TIMEOUT_SECONDS", default=1.5, gt=0, le=30)
-    credentials_cache_seconds: int = Field(alias="CREDENTIALS_CACHE_SECONDS", default=300, ge=0)
-    # Days a session's row is kept after its expires_at (DynamoDB TTL); 0 keeps rows forever.
-    session_retention_days: int = Field(alias="SESSION_RETENTION_DAYS", default=90, ge=0)
-    # Non-final sessions are spread over this many poller index shards (see repository.poll_shard).
-    poll_shards: int = Field(alias="POLL_SHARDS", default=8, ge=1, le=100)
-    first_poll_delay_seconds: int = Field(alias="FIRST_POLL_DELAY_SECONDS", default=60, ge=1)
-
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Self:
         try:
             return cls.model_validate(dict(os.environ if environ is None else environ))
         except ValidationError as exc:
@@ -41,12 +31,37 @@ class Settings(BaseModel):
             )
             raise ConfigurationError(f"invalid environment: {problems}") from None
 
+
+class TableSettings(EnvironmentSettings):
+    table_name: str = Field(alias="TABLE_NAME", min_length=3, max_length=255)
+    # Days a session's row is kept after its expires_at (DynamoDB TTL); 0 keeps rows forever.
+    session_retention_days: int = Field(alias="SESSION_RETENTION_DAYS", default=90, ge=0)
+    # Non-final sessions are spread over this many poller index shards (see repository.poll_shard).
+    poll_shards: int = Field(alias="POLL_SHARDS", default=8, ge=1, le=100)
+    first_poll_delay_seconds: int = Field(alias="FIRST_POLL_DELAY_SECONDS", default=60, ge=1)
+
+
+class KlarnaSettings(EnvironmentSettings):
+    klarna_api_url: AnyHttpUrl = Field(alias="KLARNA_API_URL")
+    klarna_credentials_secret_arn: str = Field(alias="KLARNA_CREDENTIALS_SECRET_ARN", min_length=1)
+    # Klarna gives a callback 3 seconds; a Read Session made while answering one must leave room.
+    klarna_timeout_seconds: float = Field(alias="KLARNA_TIMEOUT_SECONDS", default=1.5, gt=0, le=30)
+    credentials_cache_seconds: int = Field(alias="CREDENTIALS_CACHE_SECONDS", default=300, ge=0)
+
     @property
     def klarna_base_url(self) -> str:
         return str(self.klarna_api_url).rstrip("/")
 
 
-@lru_cache(maxsize=1)
+class Settings(TableSettings, KlarnaSettings):
+    """What a function that records statuses read from Klarna needs (callback, sessions, poller)."""
+
+
+@cache
+def load_settings[T: EnvironmentSettings](kind: type[T]) -> T:
+    """A function's settings, validated once per process (at cold start, when its module imports it)."""
+    return kind.from_environment()
+
+
 def get_settings() -> Settings:
-    """The process's settings, validated once (at cold start, when a handler module imports it)."""
-    return Settings.from_environment()
+    return load_settings(Settings)

