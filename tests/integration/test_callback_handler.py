@@ -16,7 +16,7 @@ import pytest
 
 from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.repository import SECRET_HASH, SessionRepository
-from hpp_core.settings import load_settings
+from hpp_core.settings import clear_settings_cache
 from tests.support.fake_klarna import FakeKlarna
 from tests.support.lambda_runtime import LambdaContext, load_event, with_json_body
 from tests.support.template import create_table
@@ -43,13 +43,16 @@ class Stack:
 
     def track(self, session_id: str = SID, secret: str = SAMPLE_SECRET) -> None:
         self.repository.create_session(
-            session_id, expires_at=EXPIRES, session_url=None, callback_secret_hash=hash_callback_secret(secret)
+            session_id,
+            expires_at=EXPIRES,
+            session_url=None,
+            callback_secret_hash=hash_callback_secret(secret),
         )
 
 
 def import_handler() -> ModuleType:
     """Import the function module as Lambda would at cold start, under the current environment."""
-    load_settings.cache_clear()
+    clear_settings_cache()
     from aws_lambda_powertools.utilities.parameters import base
 
     base.DEFAULT_PROVIDERS.clear()
@@ -59,7 +62,9 @@ def import_handler() -> ModuleType:
 
 
 @pytest.fixture(params=["dynamodb_local", "moto"])
-def stack(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, moto_server: Any) -> Iterator[Stack]:
+def stack(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, moto_server: Any
+) -> Iterator[Stack]:
     ddb_endpoint = (
         request.getfixturevalue("dynamodb_local").endpoint_url
         if request.param == "dynamodb_local"
@@ -81,6 +86,9 @@ def stack(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, moto_
         monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb_endpoint)
         monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "hpp-callback")
         handler = import_handler()
+        # Powertools keeps the handler of the first import, bound to that moment's sys.stdout; write to
+        # the real fd 1 instead, which capfd captures (as Lambda's runtime captures it).
+        handler.logger.registered_handler.setStream(sys.__stdout__)
         calls: list[str] = []
         handler.repository.client.meta.events.register(
             "before-call.dynamodb", lambda model, **_: calls.append(model.name)
@@ -99,7 +107,9 @@ def test_in_progress_is_recorded_with_one_dynamodb_call_and_no_klarna_call(stack
     row = stack.row()
     assert row is not None
     assert (row["status"], row["updated_at"], row["last_source"]) == (
-        "IN_PROGRESS", "2019-05-13T14:52:10.120Z", "callback"
+        "IN_PROGRESS",
+        "2019-05-13T14:52:10.120Z",
+        "callback",
     )
 
 
@@ -135,7 +145,9 @@ def test_completed_with_order_id(stack: Stack) -> None:
     assert status == 200
     assert row is not None
     assert (row["status"], row["order_id"], row["klarna_reference"]) == (
-        "COMPLETED", "f3392f8b-6116-4073-ab96-e330819e2c07", "ZQ6P2V8T"
+        "COMPLETED",
+        "f3392f8b-6116-4073-ab96-e330819e2c07",
+        "ZQ6P2V8T",
     )
 
 
@@ -167,8 +179,10 @@ def test_completed_to_in_progress_regression_is_refused(stack: Stack) -> None:
     stack.invoke(load_event("callback/completed_authorization_token"))
     later = with_json_body(
         load_event("callback/in_progress"),
-        {"event_id": "late", "session": {"session_id": SID, "status": "IN_PROGRESS",
-                                         "updated_at": "2019-05-13T15:30:00.000Z"}},
+        {
+            "event_id": "late",
+            "session": {"session_id": SID, "status": "IN_PROGRESS", "updated_at": "2019-05-13T15:30:00.000Z"},
+        },
     )
     status, body = stack.invoke(later)
     assert (status, body["outcome"]) == (200, "already_final")
@@ -244,14 +258,19 @@ def test_malformed_callbacks_are_400_and_change_nothing(stack: Stack, sample: st
 
 def test_unknown_session_confirmed_by_klarna_is_stored_from_klarnas_answer(stack: Stack) -> None:
     truth = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
-    stack.klarna.add_session(SID, status="COMPLETED", updated_at="2019-05-13T14:54:04.675Z",
-                             authorization_token=truth)
+    stack.klarna.add_session(
+        SID, status="COMPLETED", updated_at="2019-05-13T14:54:04.675Z", authorization_token=truth
+    )
     # The body claims a token of its own: the tracker must store Klarna's, not the body's.
     status, body = stack.invoke(load_event("callback/completed_authorization_token"))
     assert (status, body["source"], body["outcome"]) == (200, "klarna_read", "applied")
     row = stack.row()
     assert row is not None
-    assert (row["status"], row["authorization_token"], row["last_source"]) == ("COMPLETED", truth, "klarna_read")
+    assert (row["status"], row["authorization_token"], row["last_source"]) == (
+        "COMPLETED",
+        truth,
+        "klarna_read",
+    )
     assert SECRET_HASH not in row, "an unverified secret is never adopted"
     (request,) = stack.klarna.requests
     assert request.header("Authorization") == stack.klarna.auth_header()["Authorization"]
@@ -266,8 +285,12 @@ def test_unknown_session_rejected_by_klarna_is_404_and_stores_nothing(stack: Sta
 
 @pytest.mark.parametrize(
     ("fault", "expected"),
-    [({"status": 503}, 502), ({"status": 200, "body": b"<html>"}, 502), ({"status": 401}, 502),
-     ({"status": None, "delay": 2.5}, 504)],
+    [
+        ({"status": 503}, 502),
+        ({"status": 200, "body": b"<html>"}, 502),
+        ({"status": 401}, 502),
+        ({"status": None, "delay": 2.5}, 504),
+    ],
 )
 def test_unknown_session_with_klarna_failing_is_5xx_and_stores_nothing(
     stack: Stack, fault: dict[str, Any], expected: int

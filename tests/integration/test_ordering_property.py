@@ -75,7 +75,11 @@ def test_stored_state_is_the_newest_delivered_up_to_the_first_final(
     for index in deliveries:
         status, moment = history[index]
         session = KlarnaSession.model_validate(
-            {"session_id": session_id, "status": status, "updated_at": render(moment, data.draw(st.integers(0, 2)))}
+            {
+                "session_id": session_id,
+                "status": status,
+                "updated_at": render(moment, data.draw(st.integers(0, 2))),
+            }
         )
         via_callback = data.draw(st.booleans())
         result = repository.record_status(
@@ -83,7 +87,10 @@ def test_stored_state_is_the_newest_delivered_up_to_the_first_final(
             callback_secret_hash=hash_callback_secret(SECRET) if via_callback else None,
         )
         assert result.outcome in {
-            WriteOutcome.APPLIED, WriteOutcome.STALE, WriteOutcome.DUPLICATE, WriteOutcome.ALREADY_FINAL
+            WriteOutcome.APPLIED,
+            WriteOutcome.STALE,
+            WriteOutcome.DUPLICATE,
+            WriteOutcome.ALREADY_FINAL,
         }
 
     newest_status, newest_moment = max(
@@ -96,8 +103,11 @@ def test_stored_state_is_the_newest_delivered_up_to_the_first_final(
     # Once final, nothing moves it: not even a later-stamped regression.
     if is_final(newest_status):
         late = KlarnaSession.model_validate(
-            {"session_id": session_id, "status": "IN_PROGRESS",
-             "updated_at": render(newest_moment + timedelta(hours=1), 0)}
+            {
+                "session_id": session_id,
+                "status": "IN_PROGRESS",
+                "updated_at": render(newest_moment + timedelta(hours=1), 0),
+            }
         )
         outcome = repository.record_status(StatusUpdate(session=late, source="poller")).outcome
         assert outcome is WriteOutcome.ALREADY_FINAL

@@ -3,8 +3,8 @@
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import botocore.config
 import boto3
+import botocore.config
 import pytest
 
 from hpp_core.callback_secrets import hash_callback_secret
@@ -37,8 +37,13 @@ def update(
     **fields: Any,
 ) -> StatusUpdate:
     session = KlarnaSession.model_validate(
-        {"session_id": session_id, "status": status, "updated_at": updated_at,
-         "expires_at": "2019-05-15T13:51:43.507Z", **fields}
+        {
+            "session_id": session_id,
+            "status": status,
+            "updated_at": updated_at,
+            "expires_at": "2019-05-15T13:51:43.507Z",
+            **fields,
+        }
     )
     return StatusUpdate(session=session, source=source, event_id=fields.get("event_id"))
 
@@ -95,7 +100,9 @@ def test_final_is_final(repository: SessionRepository) -> None:
 
 
 @pytest.mark.parametrize("final", ["COMPLETED", "CANCELLED", "DISABLED", "EXPIRED"])
-def test_equal_timestamp_final_beats_non_final_in_either_order(repository: SessionRepository, final: str) -> None:
+def test_equal_timestamp_final_beats_non_final_in_either_order(
+    repository: SessionRepository, final: str
+) -> None:
     at = "2019-05-13T14:54:04.675Z"
     assert outcome(repository, "IN_PROGRESS", at, session_id="a-first") is WriteOutcome.APPLIED
     assert outcome(repository, final, at, session_id="a-first") is WriteOutcome.APPLIED
@@ -162,7 +169,9 @@ class TestCallbackWrites:
         )
         return result.outcome
 
-    def test_created_session_is_waiting_and_any_klarna_update_beats_it(self, tracked: SessionRepository) -> None:
+    def test_created_session_is_waiting_and_any_klarna_update_beats_it(
+        self, tracked: SessionRepository
+    ) -> None:
         row = stored(tracked)
         assert (row["status"], row["updated_at_ms"], row[SECRET_HASH]) == ("WAITING", 0, SECRET_HASH_VALUE)
         # Klarna's clock may be behind ours: an update stamped before our creation time still applies.
@@ -185,13 +194,17 @@ class TestCallbackWrites:
     def test_wrong_secret_changes_nothing(self, tracked: SessionRepository) -> None:
         before = stored(tracked)
         wrong = hash_callback_secret("guess")
-        assert self.callback(tracked, "COMPLETED", "2019-05-13T14:54:00Z", wrong) is WriteOutcome.SECRET_MISMATCH
+        assert (
+            self.callback(tracked, "COMPLETED", "2019-05-13T14:54:00Z", wrong) is WriteOutcome.SECRET_MISMATCH
+        )
         assert stored(tracked) == before
 
     def test_wrong_secret_on_a_final_session_is_still_a_mismatch(self, tracked: SessionRepository) -> None:
         self.callback(tracked, "CANCELLED", "2019-05-13T14:54:00Z", SECRET_HASH_VALUE)
         wrong = hash_callback_secret("guess")
-        assert self.callback(tracked, "CANCELLED", "2019-05-13T14:54:00Z", wrong) is WriteOutcome.SECRET_MISMATCH
+        assert (
+            self.callback(tracked, "CANCELLED", "2019-05-13T14:54:00Z", wrong) is WriteOutcome.SECRET_MISMATCH
+        )
 
     def test_unknown_session_is_not_created_by_a_callback(self, repository: SessionRepository) -> None:
         assert self.callback(repository, "COMPLETED", "2019-05-13T14:54:00Z", SECRET_HASH_VALUE) is (

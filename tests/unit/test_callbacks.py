@@ -17,7 +17,7 @@ SID = "39a1c773-bafd-754d-af1f-b30c592f1267"
 SECRET = "s3cret-value-for-tests-0000000000000"
 
 
-def body(status: str = "IN_PROGRESS", session_id: str = SID, **extra: Any) -> str:
+def body(status: Any = "IN_PROGRESS", session_id: str = SID, **extra: Any) -> str:
     session = {"session_id": session_id, "status": status, "updated_at": "2019-05-13T14:52:10.120Z", **extra}
     return json.dumps({"event_id": "e1", "session": session})
 
@@ -78,9 +78,7 @@ def test_normal_path_is_one_conditional_write_with_the_secret_hash_and_no_klarna
     assert klarna.reads == []
 
 
-@pytest.mark.parametrize(
-    "outcome", [WriteOutcome.STALE, WriteOutcome.DUPLICATE, WriteOutcome.ALREADY_FINAL]
-)
+@pytest.mark.parametrize("outcome", [WriteOutcome.STALE, WriteOutcome.DUPLICATE, WriteOutcome.ALREADY_FINAL])
 def test_stale_duplicate_and_post_final_are_accepted(outcome: WriteOutcome) -> None:
     result = handle_callback(query(), body(), store=FakeStore(outcome), klarna=FakeKlarna())
     assert result.outcome == outcome.value
@@ -96,7 +94,9 @@ def test_wrong_secret_is_forbidden_and_klarna_is_not_asked() -> None:
 @pytest.mark.parametrize("outcome", [WriteOutcome.UNKNOWN_SESSION, WriteOutcome.NO_SECRET_ON_FILE])
 def test_unverifiable_callbacks_are_settled_by_klarnas_answer_not_the_body(outcome: WriteOutcome) -> None:
     store, klarna = FakeStore(outcome), FakeKlarna(klarna_says("FAILED"))
-    result = handle_callback(query(), body("COMPLETED", authorization_token="forged"), store=store, klarna=klarna)
+    result = handle_callback(
+        query(), body("COMPLETED", authorization_token="forged"), store=store, klarna=klarna
+    )
     assert result.source == "klarna_read"
     recorded, presented = store.writes[-1]
     assert presented is None
@@ -107,7 +107,9 @@ def test_unverifiable_callbacks_are_settled_by_klarnas_answer_not_the_body(outco
 def test_unknown_session_that_klarna_does_not_know_is_404() -> None:
     store = FakeStore(WriteOutcome.UNKNOWN_SESSION)
     with pytest.raises(NotFound):
-        handle_callback(query(), body(), store=store, klarna=FakeKlarna(KlarnaNotFound("gone", http_status=404)))
+        handle_callback(
+            query(), body(), store=store, klarna=FakeKlarna(KlarnaNotFound("gone", http_status=404))
+        )
     assert len(store.writes) == 1, "only the refused callback write; nothing stored after Klarna's 404"
 
 

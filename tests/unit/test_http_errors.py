@@ -65,10 +65,19 @@ def test_klarna_details_reach_the_caller() -> None:
 
 @pytest.mark.parametrize(
     ("status", "kind"),
-    [(404, KlarnaNotFound), (401, KlarnaAuthFailed), (403, KlarnaAuthFailed), (429, KlarnaRateLimited),
-     (400, KlarnaRejected), (500, KlarnaUnavailable), (503, KlarnaUnavailable)],
+    [
+        (404, KlarnaNotFound),
+        (401, KlarnaAuthFailed),
+        (403, KlarnaAuthFailed),
+        (429, KlarnaRateLimited),
+        (400, KlarnaRejected),
+        (500, KlarnaUnavailable),
+        (503, KlarnaUnavailable),
+    ],
 )
-def test_klarna_statuses_become_typed_errors_even_with_garbage_bodies(status: int, kind: type[KlarnaError]) -> None:
+def test_klarna_statuses_become_typed_errors_even_with_garbage_bodies(
+    status: int, kind: type[KlarnaError]
+) -> None:
     error = _error_from_response(KlarnaResponse(status, {}, b"<html>oops</html>"), "read session")
     assert type(error) is kind
     assert error.http_status == status
@@ -84,8 +93,14 @@ def test_rate_limit_answer_carries_retry_after() -> None:
 
 @pytest.mark.parametrize(
     ("headers", "expected"),
-    [({"Retry-After": "2"}, 2.0), ({"X-Ratelimit-Reset": "0.5"}, 0.5), ({"Retry-After": "soon"}, None),
-     ({}, None), ({"Retry-After": "-1"}, None), ({"Retry-After": "999999"}, 3600.0)],
+    [
+        ({"Retry-After": "2"}, 2.0),
+        ({"X-Ratelimit-Reset": "0.5"}, 0.5),
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+        ({"Retry-After": "-1"}, None),
+        ({"Retry-After": "999999"}, 3600.0),
+    ],
 )
 def test_retry_after_parsing(headers: dict[str, str], expected: float | None) -> None:
     assert retry_after_seconds(headers) == expected

@@ -9,7 +9,8 @@ def test_final_statuses(status: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "status", ["WAITING", "IN_PROGRESS", "FAILED", "BACK", "ERROR", "MANUAL_ID_CHECK", "TIMEOUT", "LEGACY", "X"]
+    "status",
+    ["WAITING", "IN_PROGRESS", "FAILED", "BACK", "ERROR", "MANUAL_ID_CHECK", "TIMEOUT", "LEGACY", "X"],
 )
 def test_known_and_future_statuses_are_not_final(status: str) -> None:
     assert not is_final(status)
@@ -17,4 +18,4 @@ def test_known_and_future_statuses_are_not_final(status: str) -> None:
 
 def test_expired_is_the_trackers_own_and_final() -> None:
     assert Status.EXPIRED in FINAL_STATUSES
-    assert FINAL_STATUSES == {"COMPLETED", "CANCELLED", "DISABLED", "EXPIRED"}
+    assert {"COMPLETED", "CANCELLED", "DISABLED", "EXPIRED"} == FINAL_STATUSES

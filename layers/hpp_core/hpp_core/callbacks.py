@@ -17,8 +17,13 @@ from hpp_core.callback_secrets import MAX_SECRET_LENGTH, SECRET_PARAM, SESSION_I
 from hpp_core.callback_secrets import hashes_match as secret_hashes_match
 from hpp_core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from hpp_core.klarna import KlarnaNotFound
-from hpp_core.models import SESSION_ID_PATTERN, CallbackBody, KlarnaSession, StatusUpdate
-from hpp_core.models import describe_validation_error
+from hpp_core.models import (
+    SESSION_ID_PATTERN,
+    CallbackBody,
+    KlarnaSession,
+    StatusUpdate,
+    describe_validation_error,
+)
 from hpp_core.repository import ACCEPTED_OUTCOMES, SECRET_HASH, WriteOutcome, WriteResult
 
 MAX_BODY_BYTES = 64 * 1024

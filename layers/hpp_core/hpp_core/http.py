@@ -4,10 +4,12 @@ Each error becomes `{"error": {"code", "message", "details"?, "klarna"?}}` with 
 and one structured log line. Nothing here ever echoes request data, so no secret or token can leak.
 """
 
+from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.metrics import MetricUnit
 
 from hpp_core.errors import TrackerError
@@ -60,6 +62,9 @@ def error_response(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]]
             headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         body = error_body(code, exc.message, klarna={k: v for k, v in klarna.items() if v is not None})
         return status, body, headers
+    if isinstance(exc, ServiceError):  # Powertools' own: unknown route (404), method not allowed, ...
+        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+        return exc.status_code, error_body(code, str(exc.msg)), {}
     return 500, error_body("internal_error", "internal error"), {}
 
 
@@ -73,10 +78,12 @@ def install_error_handlers(app: APIGatewayRestResolver, logger: Logger, metrics:
         fields: dict[str, Any] = {"http_status": status, "error_code": body["error"]["code"]}
         if isinstance(exc, KlarnaError):
             fields.update(exc.log_fields())
-        if status >= 500 and not isinstance(exc, (TrackerError, KlarnaError)):
+        if status >= HTTPStatus.INTERNAL_SERVER_ERROR and not isinstance(
+            exc, (TrackerError, KlarnaError, ServiceError)
+        ):
             logger.exception("unexpected error", extra=fields)
         else:
-            log = logger.error if status >= 500 else logger.warning
+            log = logger.error if status >= HTTPStatus.INTERNAL_SERVER_ERROR else logger.warning
             log(body["error"]["message"], extra={**fields, "details": body["error"].get("details")})
         return json_response(status, body, headers)
 

@@ -8,10 +8,13 @@ non-2xx answer raised as a `KlarnaError` subclass carrying Klarna's `error_code`
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
 
 import urllib3
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hpp_core.errors import DependencyError
@@ -119,6 +122,7 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 
 def _error_from_response(response: KlarnaResponse, operation: str) -> KlarnaError:
+    """The typed error for a non-2xx answer, with Klarna's error body when it sent a readable one."""
     try:
         payload = response.json()
     except ValueError:
@@ -126,25 +130,28 @@ def _error_from_response(response: KlarnaResponse, operation: str) -> KlarnaErro
     if not isinstance(payload, dict):
         payload = {}
     messages = payload.get("error_messages")
-    details = dict(
-        http_status=response.status,
+    status = response.status
+    kind: type[KlarnaError]
+    if status == HTTPStatus.NOT_FOUND:
+        kind, message = KlarnaNotFound, f"Klarna {operation}: session not found or expired"
+    elif status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+        kind, message = KlarnaAuthFailed, f"Klarna {operation}: credentials refused"
+    elif status == HTTPStatus.TOO_MANY_REQUESTS:
+        kind, message = KlarnaRateLimited, f"Klarna {operation}: rate limited"
+    elif HTTPStatus.BAD_REQUEST <= status < HTTPStatus.INTERNAL_SERVER_ERROR:
+        kind, message = KlarnaRejected, f"Klarna {operation} failed"
+    else:
+        kind, message = KlarnaUnavailable, f"Klarna {operation} failed"
+    error = kind(
+        message,
+        http_status=status,
         error_code=str(payload["error_code"])[:200] if payload.get("error_code") else None,
         error_messages=[str(m)[:500] for m in messages][:10] if isinstance(messages, list) else [],
         correlation_id=str(payload["correlation_id"])[:200] if payload.get("correlation_id") else None,
     )
-    status = response.status
-    message = f"Klarna {operation} failed"
-    if status == 404:
-        return KlarnaNotFound(f"Klarna {operation}: session not found or expired", **details)
-    if status in (401, 403):
-        return KlarnaAuthFailed(f"Klarna {operation}: credentials refused", **details)
-    if status == 429:
-        return KlarnaRateLimited(
-            f"Klarna {operation}: rate limited", retry_after=retry_after_seconds(response.headers), **details
-        )
-    if 400 <= status < 500:
-        return KlarnaRejected(message, **details)
-    return KlarnaUnavailable(message, **details)
+    if isinstance(error, KlarnaRateLimited):
+        error.retry_after = retry_after_seconds(response.headers)
+    return error
 
 
 CredentialsProvider = Callable[[], KlarnaCredentials]
@@ -215,7 +222,7 @@ class KlarnaClient:
         except urllib3.exceptions.HTTPError:
             raise KlarnaUnavailable(f"Klarna {operation}: connection failed") from None
         response = KlarnaResponse(status=raw.status, headers=raw.headers, body=raw.data)
-        if not 200 <= raw.status < 300:
+        if not HTTPStatus.OK <= raw.status < HTTPStatus.MULTIPLE_CHOICES:
             raise _error_from_response(response, operation)
         return response
 
@@ -239,11 +246,6 @@ def parse_session(response: KlarnaResponse, *, operation: str) -> KlarnaSession:
 
 def secrets_manager_credentials(secret_arn: str, *, max_age_seconds: int) -> CredentialsProvider:
     """Credentials from Secrets Manager through Powertools parameters (cached for `max_age_seconds`)."""
-    from aws_lambda_powertools.utilities import parameters
-    from aws_lambda_powertools.utilities.parameters.exceptions import (
-        GetParameterError,
-        TransformParameterError,
-    )
 
     def provide() -> KlarnaCredentials:
         try:
@@ -260,4 +262,3 @@ def secrets_manager_credentials(secret_arn: str, *, max_age_seconds: int) -> Cre
             ) from None
 
     return provide
-

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import botocore.exceptions
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -142,7 +142,7 @@ class SessionRepository:
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise _storage_error(exc) from None
-            old = exc.response.get("Item")
+            old = cast(Mapping[str, Any] | None, exc.response.get("Item"))
             stored = _plain(old) if old else None
             return WriteResult(_why_not_applied(update, stored, callback_secret_hash), stored)
         except botocore.exceptions.BotoCoreError as exc:

@@ -7,7 +7,6 @@ by concern so that each function requires only what it uses (the publisher needs
 
 import os
 from collections.abc import Mapping
-from functools import cache
 from typing import Self
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
@@ -57,10 +56,20 @@ class Settings(TableSettings, KlarnaSettings):
     """What a function that records statuses read from Klarna needs (callback, sessions, poller)."""
 
 
-@cache
+_loaded: dict[type[EnvironmentSettings], EnvironmentSettings] = {}
+
+
 def load_settings[T: EnvironmentSettings](kind: type[T]) -> T:
     """A function's settings, validated once per process (at cold start, when its module imports it)."""
-    return kind.from_environment()
+    settings = _loaded.get(kind)
+    if not isinstance(settings, kind):
+        settings = _loaded[kind] = kind.from_environment()
+    return settings
+
+
+def clear_settings_cache() -> None:
+    """Forget loaded settings (tests that import a function again under another environment)."""
+    _loaded.clear()
 
 
 def get_settings() -> Settings:
