@@ -1,0 +1,281 @@
+"""From a sessions-table stream record to the events on the bus (design.md, "Events on the bus").
+
+The table's stream is the outbox: a stored status change becomes one `HPP Session Status Changed` event,
+and a change into COMPLETED also one `HPP Session Completed` event carrying the `authorization_token`
+(Klarna Payments) or the `order_id` and `klarna_reference` (PLACE_ORDER / CAPTURE_ORDER / Klarna
+Checkout). Which events a record makes is decided here from its images alone, whatever the event source
+mapping's filter let through (the filter is only an optimisation), and each event's id is derived from
+the transition itself, so the same record delivered again yields the same ids.
+
+The images hold the token and the callback secret's hash: nothing here logs them or puts them in an
+error message. The token stays a `SecretStr` until `BusEvent.detail_json()` writes the event's detail.
+"""
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from hpp_core.models import describe_validation_error
+from hpp_core.settings import EnvironmentSettings
+from hpp_core.statuses import Status
+from hpp_core.timestamps import KlarnaTimestamp, format_timestamp, to_epoch_millis
+
+STATUS_CHANGED: Final = "HPP Session Status Changed"
+COMPLETED: Final = "HPP Session Completed"
+DetailType = Literal["HPP Session Status Changed", "HPP Session Completed"]
+
+# The detail's contract version (schemas/*.json). A change that could break a consumer is a new major.
+SCHEMA_VERSION: Final = "1"
+
+# Fixed for ever: every event id is a UUIDv5 in this namespace, so changing it would change every id.
+EVENT_ID_NAMESPACE: Final = uuid.UUID("6f2b8a4e-3c1d-5e7f-9a0b-1c2d3e4f5a6b")
+
+
+class PublisherSettings(EnvironmentSettings):
+    """The publisher needs the bus and the source only: no table name, no Klarna credentials."""
+
+    # A bus name or ARN, as PutEvents' EventBusName takes it.
+    event_bus_name: str = Field(alias="EVENT_BUS_NAME", min_length=1, max_length=1600)
+    # Consumers' rules match this exact value (the template's EventSource parameter has the same rule).
+    event_source: str = Field(
+        alias="EVENT_SOURCE", default="hpp-tracker", pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,255}$"
+    )
+
+    @field_validator("event_source")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.startswith("aws."):
+            raise ValueError("sources starting with 'aws.' are reserved by EventBridge")
+        return value
+
+
+class UnpublishableRecord(ValueError):
+    """A stream record that cannot become events as it stands (a malformed or incomplete row).
+
+    Its record is reported as failed like any other, so Lambda retries it within the mapping's bounds
+    and then sends it to the on-failure queue, where the alarm makes it seen. The message names the
+    session and what is wrong, never a value from the row.
+    """
+
+
+class SessionImage(BaseModel):
+    """A sessions-table row as a stream record shows it (only what the events need).
+
+    Timestamps are read with the same parser as Klarna's and published in the one stored form (UTC,
+    milliseconds, `Z`), whatever wrote the row.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    session_id: str = Field(min_length=1, max_length=256)
+    status: str = Field(min_length=1, max_length=64)
+    updated_at: KlarnaTimestamp
+    # The conditional write's ordering key (0 for a row the tracker created that Klarna has not reported
+    # on yet); a row without it is ordered by updated_at.
+    updated_at_ms: int | None = None
+    expires_at: KlarnaTimestamp | None = None
+    authorization_token: SecretStr | None = None
+    order_id: str | None = None
+    klarna_reference: str | None = None
+
+    @property
+    def transition_ms(self) -> int:
+        return self.updated_at_ms if self.updated_at_ms is not None else to_epoch_millis(self.updated_at)
+
+    @property
+    def updated_at_text(self) -> str:
+        return format_timestamp(self.updated_at)
+
+    @property
+    def expires_at_text(self) -> str | None:
+        return format_timestamp(self.expires_at) if self.expires_at else None
+
+
+class SessionChange(BaseModel):
+    """One stream record: what the row was (old) and what it is now (new)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_name: Literal["INSERT", "MODIFY", "REMOVE"]
+    old: SessionImage | None
+    new: SessionImage | None
+    # When DynamoDB wrote the change (the record's ApproximateCreationDateTime): the events' time.
+    stored_at: datetime | None = None
+
+    @property
+    def session_id(self) -> str | None:
+        image = self.new or self.old
+        return image.session_id if image else None
+
+    @property
+    def previous_status(self) -> str | None:
+        return self.old.status if self.old else None
+
+    @property
+    def status_changed(self) -> bool:
+        """A new row, or a row whose status differs from before; never a removal (TTL)."""
+        return self.new is not None and self.new.status != self.previous_status
+
+
+class StatusChangedDetail(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    schema_version: str = SCHEMA_VERSION
+    session_id: str
+    status: str
+    previous_status: str | None
+    updated_at: str
+    expires_at: str | None
+
+
+class CompletedDetail(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    schema_version: str = SCHEMA_VERSION
+    session_id: str
+    status: str
+    updated_at: str
+    expires_at: str | None
+    authorization_token: SecretStr | None = None
+    order_id: str | None = None
+    klarna_reference: str | None = None
+
+
+class BusEvent(BaseModel):
+    """One event to put on the bus. Its repr masks the token; `detail_json()` is the only way to it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    detail_type: DetailType
+    detail: StatusChangedDetail | CompletedDetail
+    time: datetime | None = None
+
+    @property
+    def event_id(self) -> str:
+        return self.detail.event_id
+
+    @property
+    def session_id(self) -> str:
+        return self.detail.session_id
+
+    @property
+    def status(self) -> str:
+        return self.detail.status
+
+    def detail_json(self) -> str:
+        """The event's Detail exactly as published (the token revealed, absent alternatives left out)."""
+        data: dict[str, Any] = self.detail.model_dump(mode="json", exclude={"authorization_token"})
+        if isinstance(self.detail, CompletedDetail):
+            for name in ("order_id", "klarna_reference"):
+                if data[name] is None:
+                    del data[name]
+            if self.detail.authorization_token is not None:
+                data["authorization_token"] = self.detail.authorization_token.get_secret_value()
+        return _compact_json(data)
+
+
+def event_id(detail_type: str, session_id: str, status: str, transition_ms: int) -> str:
+    """The same id whenever the same stored transition is published again (re-delivery, retry, replay
+    of the stream), and a different one for any other transition: (session, status, updated_at) names
+    one write, since the conditional write never stores the same status at the same instant twice."""
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{detail_type}\n{session_id}\n{status}\n{transition_ms}"))
+
+
+def change_from_record(record: DynamoDBRecord) -> SessionChange:
+    """Read a stream record (as Lambda delivers it) into a `SessionChange`, or say why it cannot be read."""
+    stream = record.dynamodb
+    if stream is None:
+        raise UnpublishableRecord("stream record without its 'dynamodb' section")
+    key = _session_key(stream.raw_event)
+    try:
+        new_image, old_image = stream.new_image, stream.old_image
+    except (TypeError, ValueError, KeyError):  # an attribute in a shape TypeDeserializer does not know
+        raise UnpublishableRecord(f"session {key}: an image holds an unreadable attribute") from None
+    stored_at = stream.approximate_creation_date_time
+    try:
+        return SessionChange.model_validate(
+            {
+                "event_name": record.raw_event.get("eventName"),
+                # Powertools gives {} for an absent image (INSERT has no old one, REMOVE no new one).
+                "old": dict(old_image) or None,
+                "new": dict(new_image) or None,
+                "stored_at": datetime.fromtimestamp(stored_at, UTC) if stored_at is not None else None,
+            }
+        )
+    except ValidationError as exc:
+        # describe_validation_error never echoes the input: the images hold the token.
+        problems = "; ".join(describe_validation_error(exc))
+        raise UnpublishableRecord(f"session {key}: {problems}") from None
+
+
+def events_for_change(change: SessionChange) -> list[BusEvent]:
+    """The events one stored change publishes: none unless the status changed; Status Changed for every
+    change; Completed too for a change into COMPLETED (a row first stored COMPLETED included)."""
+    new = change.new
+    if new is None or not change.status_changed:
+        return []
+    events = [_status_changed(new, change.previous_status, change.stored_at)]
+    if new.status == Status.COMPLETED:
+        events.append(_completed(new, change.stored_at))
+    return events
+
+
+def events_for_record(record: DynamoDBRecord) -> list[BusEvent]:
+    """The record handler's whole job: read the record, decide its events."""
+    return events_for_change(change_from_record(record))
+
+
+def _status_changed(new: SessionImage, previous_status: str | None, time: datetime | None) -> BusEvent:
+    detail = StatusChangedDetail(
+        event_id=event_id(STATUS_CHANGED, new.session_id, new.status, new.transition_ms),
+        session_id=new.session_id,
+        status=new.status,
+        previous_status=previous_status,
+        updated_at=new.updated_at_text,
+        expires_at=new.expires_at_text,
+    )
+    return BusEvent(detail_type=STATUS_CHANGED, detail=detail, time=time)
+
+
+def _completed(new: SessionImage, time: datetime | None) -> BusEvent:
+    has_token = new.authorization_token is not None and bool(new.authorization_token.get_secret_value())
+    has_order = bool(new.order_id)
+    if has_token == has_order:
+        found = "both an authorization_token and an order_id" if has_token else "neither"
+        raise UnpublishableRecord(
+            f"session {new.session_id} is COMPLETED with {found}: a Completed event carries exactly one "
+            "of authorization_token or order_id + klarna_reference"
+        )
+    if has_order and not new.klarna_reference:
+        raise UnpublishableRecord(
+            f"session {new.session_id} is COMPLETED with an order_id but no klarna_reference"
+        )
+    detail = CompletedDetail(
+        event_id=event_id(COMPLETED, new.session_id, new.status, new.transition_ms),
+        session_id=new.session_id,
+        status=new.status,
+        updated_at=new.updated_at_text,
+        expires_at=new.expires_at_text,
+        authorization_token=new.authorization_token if has_token else None,
+        order_id=new.order_id if has_order else None,
+        klarna_reference=new.klarna_reference if has_order else None,
+    )
+    return BusEvent(detail_type=COMPLETED, detail=detail, time=time)
+
+
+def _session_key(stream: Mapping[str, Any]) -> str:
+    """The record's session id for messages: the key attribute if it is a plain string, else '?'."""
+    value = (stream.get("Keys") or {}).get("session_id") or {}
+    key = value.get("S") if isinstance(value, Mapping) else None
+    return key[:128] if isinstance(key, str) else "?"
+
+
+def _compact_json(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
