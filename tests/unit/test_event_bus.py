@@ -2,6 +2,7 @@
 whose entries failed (EventBridge replaced by an in-memory ScriptedEventBridge; no I/O)."""
 
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -238,12 +239,14 @@ def test_a_batch_without_status_changes_makes_no_call() -> None:
     assert harness.metric_values() == {"SkippedRecords": 2}
 
 
-def test_the_processor_logs_no_token(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_processor_logs_no_token(capfd: pytest.CaptureFixture[str]) -> None:
     harness = Harness()
-    harness.processor._log.registered_handler.setStream(__import__("sys").stdout)  # type: ignore[attr-defined]
+    # Powertools shares one handler per service name: point it at fd 1 (captured), never at a
+    # capture object that is closed after this test.
+    harness.processor._log.registered_handler.setStream(sys.__stdout__)  # type: ignore[attr-defined]
     harness.client.fail_entries(lambda entry: entry["DetailType"] == STATUS_CHANGED)
     harness.run(load_event("publisher/batch"))
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert any(line.get("message") == "event published" for line in lines)
     assert any("not published" in str(line.get("message")) for line in lines)

@@ -197,6 +197,7 @@ def test_a_malformed_row_is_refused_naming_the_session_and_the_fields_never_the_
     assert "new.status" in message
     assert "new.updated_at" in message
     assert "yesterday" not in message
+    assert "'3'" not in message and '"3"' not in message
 
 
 def test_a_token_of_the_wrong_type_is_refused_without_echoing_it() -> None:
@@ -213,6 +214,17 @@ def test_an_unreadable_attribute_is_refused() -> None:
     record["dynamodb"]["NewImage"]["status"] = {"XX": "IN_PROGRESS"}
     with pytest.raises(UnpublishableRecord, match=SID):
         events_for_record(DynamoDBRecord(record))
+
+
+def test_an_image_without_a_status_is_no_session_state() -> None:
+    # moto streams the key alone first when an update creates a row; the tracker never writes one.
+    record = copy.deepcopy(sample("insert_waiting"))
+    record["dynamodb"]["NewImage"] = {"session_id": {"S": SID}}
+    assert events(record) == []
+    modify = copy.deepcopy(sample("status_changed"))
+    modify["dynamodb"]["OldImage"] = {"session_id": {"S": SID}}
+    [(_, detail)] = details(events(modify))
+    assert (detail["previous_status"], detail["status"]) == (None, "IN_PROGRESS")
 
 
 def test_an_unknown_event_name_is_refused() -> None:

@@ -203,9 +203,8 @@ def change_from_record(record: DynamoDBRecord) -> SessionChange:
         return SessionChange.model_validate(
             {
                 "event_name": record.raw_event.get("eventName"),
-                # Powertools gives {} for an absent image (INSERT has no old one, REMOVE no new one).
-                "old": dict(old_image) or None,
-                "new": dict(new_image) or None,
+                "old": _session_state(old_image),
+                "new": _session_state(new_image),
                 "stored_at": datetime.fromtimestamp(stored_at, UTC) if stored_at is not None else None,
             }
         )
@@ -268,6 +267,16 @@ def _completed(new: SessionImage, time: datetime | None) -> BusEvent:
         klarna_reference=new.klarna_reference if has_order else None,
     )
     return BusEvent(detail_type=COMPLETED, detail=detail, time=time)
+
+
+def _session_state(image: Mapping[str, Any]) -> dict[str, Any] | None:
+    """An image that holds a session's state, or None.
+
+    Powertools gives {} for an absent image (INSERT has no old one, REMOVE no new one). An image without
+    a status is no session state either: the tracker never writes one, but moto streams the key alone
+    first when an update creates a row. There is nothing to publish about it.
+    """
+    return dict(image) if image.get("status") is not None else None
 
 
 def _session_key(stream: Mapping[str, Any]) -> str:

@@ -1,0 +1,463 @@
+"""The publisher Lambda end to end: real writes through SessionRepository, records read from the table's
+real stream (DynamoDB Local, then moto), filtered by template.yaml's filter criteria and shaped exactly as
+Lambda delivers them, the handler invoked with them, and the events read back by consumers: rules on a
+bus in moto's EventBridge routing them by detail type into SQS queues.
+
+Every entry the publisher sends in these tests is checked against schemas/*.json (fixture teardown).
+"""
+
+import importlib
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+from hpp_core.callback_secrets import hash_callback_secret
+from hpp_core.models import KlarnaSession, StatusUpdate, UpdateSource
+from hpp_core.publishing import COMPLETED, STATUS_CHANGED, event_id
+from hpp_core.repository import SessionRepository
+from hpp_core.settings import clear_settings_cache
+from local.dynamodb_streams import StreamReader, lambda_event
+from local.stream_mapping import StreamMapping, records_to_retry
+from tests.support.event_bus import ScriptedEventBridge, SubscribedBus, detail_of
+from tests.support.event_schemas import schema_errors
+from tests.support.lambda_runtime import LambdaContext
+from tests.support.template import create_table, load_template
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+SOURCE = "com.example.hpp-tracker"  # not the default: the source comes from configuration
+TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
+SECRET = "sample-secret-not-real-8a3f2c91d4e7b6a5"
+EXPIRES = "2019-05-15T13:51:43.507Z"
+MAPPING = StreamMapping.from_template(load_template(), "PublisherFunction")
+# The README's example consumer rule (detail-type routing); the second queue takes the status changes.
+COMPLETED_RULE = {"source": [SOURCE], "detail-type": [COMPLETED]}
+STATUS_RULE = {"source": [SOURCE], "detail-type": [STATUS_CHANGED]}
+
+
+def update(
+    session_id: str,
+    status: str,
+    updated_at: str,
+    source: UpdateSource = "callback",
+    **fields: Any,
+) -> StatusUpdate:
+    session = KlarnaSession.model_validate(
+        {
+            "session_id": session_id,
+            "status": status,
+            "updated_at": updated_at,
+            "expires_at": EXPIRES,
+            **fields,
+        }
+    )
+    return StatusUpdate(session=session, source=source, event_id=str(uuid.uuid4()))
+
+
+@dataclass
+class Pipeline:
+    engine: str
+    handler: ModuleType
+    repository: SessionRepository
+    dynamodb: "DynamoDBClient"
+    reader: StreamReader
+    bus: SubscribedBus
+    eventbridge: ScriptedEventBridge
+    invocations: list[tuple[list[dict[str, Any]], Any]] = field(default_factory=list)
+
+    @property
+    def table(self) -> str:
+        return self.repository.table_name
+
+    def track(self, session_id: str) -> None:
+        """What POST /sessions stores: WAITING, with a callback secret."""
+        self.repository.create_session(
+            session_id,
+            expires_at=datetime(2019, 5, 15, 13, 51, 43, 507000, tzinfo=UTC),
+            session_url=None,
+            callback_secret_hash=hash_callback_secret(SECRET),
+        )
+
+    def stream(self) -> list[dict[str, Any]]:
+        """The records written since the last call, as Lambda shapes them (before its filter)."""
+        return self.reader.read()
+
+    def deliver(self) -> list[Any]:
+        """New stream records through the template's filter, in batches of its batch size, to the handler
+        (as Lambda would); the handler's responses."""
+        records = MAPPING.filter.select(self.stream())
+        return [
+            self.invoke(records[start : start + MAPPING.batch_size])
+            for start in range(0, len(records), MAPPING.batch_size)
+        ]
+
+    def invoke(self, records: list[dict[str, Any]]) -> Any:
+        try:
+            response = self.handler.lambda_handler(lambda_event(records), LambdaContext(timeout_seconds=30))
+        except BatchProcessingError:
+            self.invocations.append((records, "raised"))
+            raise
+        self.invocations.append((records, response))
+        return response
+
+    def consumed(self, rule: str) -> list[dict[str, Any]]:
+        envelopes = self.bus.drain(rule)
+        for envelope in envelopes:
+            assert envelope["source"] == SOURCE
+        return envelopes
+
+
+def import_handler() -> ModuleType:
+    """Import the function module as Lambda would at cold start, under the current environment."""
+    clear_settings_cache()
+    if "publisher" in sys.modules:
+        return importlib.reload(sys.modules["publisher"])
+    return importlib.import_module("publisher")
+
+
+@pytest.fixture(params=["dynamodb_local", "moto"])
+def pipeline(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, moto_server: Any
+) -> Iterator[Pipeline]:
+    if request.param == "dynamodb_local":
+        local = request.getfixturevalue("dynamodb_local")
+        dynamodb, streams = local.client(), local.streams_client()
+    else:
+        dynamodb = boto3.client("dynamodb", endpoint_url=moto_server.endpoint_url)
+        streams = boto3.client("dynamodbstreams", endpoint_url=moto_server.endpoint_url)
+    table = f"sessions-{uuid.uuid4().hex[:12]}"
+    create_table(dynamodb, "SessionsTable", table)
+    events = boto3.client("events", endpoint_url=moto_server.endpoint_url)
+    sqs = boto3.client("sqs", endpoint_url=moto_server.endpoint_url)
+    bus = SubscribedBus.create(events, sqs, SOURCE)
+    bus.subscribe("completed", COMPLETED_RULE)
+    bus.subscribe("status-changed", STATUS_RULE)
+
+    monkeypatch.setenv("EVENT_BUS_NAME", bus.name)
+    monkeypatch.setenv("EVENT_SOURCE", SOURCE)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "hpp-publisher")
+    # What the template sets for every function; the publisher must not need (nor read) them.
+    monkeypatch.delenv("TABLE_NAME", raising=False)
+    monkeypatch.delenv("KLARNA_CREDENTIALS_SECRET_ARN", raising=False)
+    handler = import_handler()
+    # Powertools keeps the handler of the first import, bound to that moment's sys.stdout; write to the
+    # real fd 1 instead, which capfd captures (as Lambda's runtime captures it).
+    handler.logger.registered_handler.setStream(sys.__stdout__)
+    eventbridge = ScriptedEventBridge(real=handler.bus.client)
+    handler.bus.client = eventbridge
+    yield Pipeline(
+        request.param,
+        handler,
+        SessionRepository(table, dynamodb),
+        dynamodb,
+        StreamReader.for_table(dynamodb, streams, table),
+        bus,
+        eventbridge,
+    )
+    for entry in eventbridge.entries:
+        assert entry["Source"] == SOURCE
+        assert not schema_errors(entry["DetailType"], detail_of(entry)), "published an event off its schema"
+    bus.delete()
+    dynamodb.delete_table(TableName=table)
+
+
+def publishes_status(stream_record: dict[str, Any]) -> bool:
+    # moto streams an extra INSERT holding only the key when an update creates a row: it has no status.
+    return "status" in stream_record["dynamodb"].get("NewImage", {})
+
+
+def by_session(envelopes: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for envelope in envelopes:
+        grouped.setdefault(envelope["detail"]["session_id"], []).append(envelope["detail"])
+    return grouped
+
+
+# ---------------------------------------------------------------------------------------- contents
+
+
+def test_a_tracked_session_publishes_each_status_change_and_one_completion(pipeline: Pipeline) -> None:
+    sid = str(uuid.uuid4())
+    pipeline.track(sid)
+    pipeline.repository.record_status(update(sid, "IN_PROGRESS", "2019-05-13T14:52:10.120Z"))
+    pipeline.repository.record_status(
+        update(sid, "COMPLETED", "2019-05-13T14:54:04.675Z", authorization_token=TOKEN)
+    )
+    assert pipeline.deliver() == [{"batchItemFailures": []}]
+
+    status_changes = pipeline.consumed("status-changed")
+    assert [e["detail-type"] for e in status_changes] == [STATUS_CHANGED] * 3
+    details = [e["detail"] for e in status_changes]
+    assert [(d["previous_status"], d["status"]) for d in details] == [
+        (None, "WAITING"),
+        ("WAITING", "IN_PROGRESS"),
+        ("IN_PROGRESS", "COMPLETED"),
+    ]
+    assert details[1] == {
+        "event_id": event_id(STATUS_CHANGED, sid, "IN_PROGRESS", 1557759130120),
+        "schema_version": "1",
+        "session_id": sid,
+        "status": "IN_PROGRESS",
+        "previous_status": "WAITING",
+        "updated_at": "2019-05-13T14:52:10.120Z",
+        "expires_at": EXPIRES,
+    }
+    assert all("authorization_token" not in d for d in details)
+
+    [completed] = pipeline.consumed("completed")
+    assert completed["detail-type"] == COMPLETED
+    assert completed["detail"] == {
+        "event_id": event_id(COMPLETED, sid, "COMPLETED", 1557759244675),
+        "schema_version": "1",
+        "session_id": sid,
+        "status": "COMPLETED",
+        "updated_at": "2019-05-13T14:54:04.675Z",
+        "expires_at": EXPIRES,
+        "authorization_token": TOKEN,
+    }
+
+
+def test_a_session_first_seen_completed_publishes_both_events(pipeline: Pipeline) -> None:
+    # Adopted through Klarna's Read Session (a callback for an untracked session): the row is INSERTed
+    # already COMPLETED.
+    sid = str(uuid.uuid4())
+    pipeline.repository.record_status(
+        update(sid, "COMPLETED", "2019-05-13T14:54:04.675Z", "klarna_read", authorization_token=TOKEN)
+    )
+    pipeline.deliver()
+    [status_changed] = pipeline.consumed("status-changed")
+    assert (status_changed["detail"]["previous_status"], status_changed["detail"]["status"]) == (
+        None,
+        "COMPLETED",
+    )
+    [completed] = pipeline.consumed("completed")
+    assert completed["detail"]["authorization_token"] == TOKEN
+
+
+@pytest.mark.parametrize("mode", ["PLACE_ORDER", "Klarna Checkout"])
+def test_an_order_completion_carries_the_order_id_and_reference(pipeline: Pipeline, mode: str) -> None:
+    sid = str(uuid.uuid4())
+    pipeline.track(sid)
+    pipeline.repository.record_status(
+        update(
+            sid,
+            "COMPLETED",
+            "2019-05-13T15:02:11.004Z",
+            order_id=f"order-{mode.replace(' ', '-')}",
+            klarna_reference="K4MADNY-1",
+        )
+    )
+    pipeline.deliver()
+    [completed] = pipeline.consumed("completed")
+    assert completed["detail"]["order_id"] == f"order-{mode.replace(' ', '-')}"
+    assert completed["detail"]["klarna_reference"] == "K4MADNY-1"
+    assert "authorization_token" not in completed["detail"]
+
+
+def test_unchanged_and_non_status_writes_publish_nothing(pipeline: Pipeline) -> None:
+    sid = str(uuid.uuid4())
+    pipeline.track(sid)
+    pipeline.repository.record_status(update(sid, "IN_PROGRESS", "2019-05-13T14:52:10.120Z"))
+    pipeline.deliver()
+    pipeline.consumed("status-changed")
+
+    repository, key = pipeline.repository, {"session_id": {"S": sid}}
+    repository.record_status(update(sid, "IN_PROGRESS", "2019-05-13T14:52:10.120Z"))  # duplicate: no write
+    repository.record_status(update(sid, "WAITING", "2019-05-13T14:51:00.000Z"))  # stale: no write
+    repository.record_status(update(sid, "IN_PROGRESS", "2019-05-13T14:53:00.000Z"))  # same status, newer
+    # The poller's bookkeeping, and a write that changes nothing (moto streams it, DynamoDB does not).
+    pipeline.dynamodb.update_item(
+        TableName=pipeline.table,
+        Key=key,
+        UpdateExpression="SET poll_due_at = :due, poll_attempts = :one",
+        ExpressionAttributeValues={":due": {"N": "1557760000000"}, ":one": {"N": "1"}},
+    )
+    pipeline.dynamodb.update_item(
+        TableName=pipeline.table,
+        Key=key,
+        UpdateExpression="SET #status = :same",
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues={":same": {"S": "IN_PROGRESS"}},
+    )
+    calls_before = len(pipeline.eventbridge.calls)
+    records = pipeline.stream()
+    expected_records = {"dynamodb_local": 2, "moto": 3}[pipeline.engine]
+    assert len(records) == expected_records
+    assert MAPPING.filter.select(records) == [], "the template's filter keeps these from the function"
+    # The filter is only an optimisation: given every record, the function still publishes nothing.
+    assert pipeline.invoke(records) == {"batchItemFailures": []}
+    assert len(pipeline.eventbridge.calls) == calls_before, "no PutEvents call at all"
+    assert pipeline.consumed("status-changed") == []
+    assert pipeline.consumed("completed") == []
+
+
+def test_a_removed_row_publishes_nothing(pipeline: Pipeline) -> None:
+    sid = str(uuid.uuid4())
+    pipeline.track(sid)
+    pipeline.deliver()
+    pipeline.consumed("status-changed")
+    pipeline.dynamodb.delete_item(TableName=pipeline.table, Key={"session_id": {"S": sid}})  # as TTL does
+    [removal] = pipeline.stream()
+    assert removal["eventName"] == "REMOVE"
+    assert not MAPPING.filter.matches(removal)
+    assert pipeline.invoke([removal]) == {"batchItemFailures": []}
+    assert pipeline.consumed("status-changed") == []
+
+
+def test_a_status_klarna_adds_later_is_published_as_stored(pipeline: Pipeline) -> None:
+    sid = str(uuid.uuid4())
+    pipeline.track(sid)
+    pipeline.repository.record_status(update(sid, "PAUSED_BY_CONSUMER", "2019-05-13T14:52:10.120Z"))
+    pipeline.deliver()
+    details = [e["detail"] for e in pipeline.consumed("status-changed")]
+    assert [(d["previous_status"], d["status"]) for d in details] == [
+        (None, "WAITING"),
+        ("WAITING", "PAUSED_BY_CONSUMER"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------- failures
+
+
+def complete_sessions(pipeline: Pipeline, count: int) -> list[str]:
+    sessions = [str(uuid.uuid4()) for _ in range(count)]
+    for sid in sessions:
+        pipeline.track(sid)
+        pipeline.repository.record_status(update(sid, "IN_PROGRESS", "2019-05-13T14:52:10.120Z"))
+        pipeline.repository.record_status(
+            update(sid, "COMPLETED", "2019-05-13T14:54:04.675Z", authorization_token=f"token-{sid}")
+        )
+    return sessions
+
+
+def test_a_partial_put_failure_reports_only_its_record_and_the_retry_publishes_the_same_ids(
+    pipeline: Pipeline,
+) -> None:
+    sessions = complete_sessions(pipeline, 6)  # 18 records, 24 events: three PutEvents calls
+    unlucky = sessions[2]
+    pipeline.eventbridge.fail_entries(
+        lambda entry: entry["DetailType"] == COMPLETED and detail_of(entry)["session_id"] == unlucky,
+        "ThrottlingException",
+        "Rate exceeded",
+    )
+    [response] = pipeline.deliver()
+    batch, _ = pipeline.invocations[0]
+    completion = next(
+        r
+        for r in batch
+        if r["dynamodb"]["Keys"]["session_id"]["S"] == unlucky
+        and r["dynamodb"]["NewImage"]["status"]["S"] == "COMPLETED"
+    )
+    assert response == {"batchItemFailures": [{"itemIdentifier": completion["dynamodb"]["SequenceNumber"]}]}
+    assert [len(call) for call in pipeline.eventbridge.calls] == [10, 10, 4]
+    first_completions = by_session(pipeline.consumed("completed"))
+    assert set(first_completions) == set(sessions) - {unlucky}
+    # Its Status Changed entry went through: only the Completed one is missing.
+    assert len(by_session(pipeline.consumed("status-changed"))[unlucky]) == 3
+    attempted = next(
+        detail_of(e)
+        for e in pipeline.eventbridge.entries
+        if e["DetailType"] == COMPLETED and detail_of(e)["session_id"] == unlucky
+    )
+
+    # Lambda delivers again from the reported record (and everything after it in the batch).
+    pipeline.eventbridge.heal()
+    retry = records_to_retry(batch, response)
+    assert retry[0] == completion
+    assert pipeline.invoke(retry) == {"batchItemFailures": []}
+    retried = by_session(pipeline.consumed("completed"))
+    [delivered] = retried[unlucky]
+    assert delivered["event_id"] == attempted["event_id"]
+    assert delivered["authorization_token"] == f"token-{unlucky}"
+    # Sessions after it in the batch are published again, with the ids they had: consumers de-duplicate.
+    for sid in sessions[3:]:
+        assert [d["event_id"] for d in retried[sid]] == [d["event_id"] for d in first_completions[sid]]
+    everything = [d for group in (first_completions, retried) for details in group.values() for d in details]
+    assert len({d["event_id"] for d in everything}) == len(sessions), "one Completed per COMPLETED session"
+
+
+def test_eventbridge_down_fails_the_whole_batch_and_the_retry_publishes_it(pipeline: Pipeline) -> None:
+    [sid] = complete_sessions(pipeline, 1)
+    pipeline.eventbridge.fail_calls("InternalException", "Service unavailable")
+    with pytest.raises(BatchProcessingError):
+        pipeline.deliver()
+    assert pipeline.consumed("completed") == []
+    batch, outcome = pipeline.invocations[0]
+    assert outcome == "raised"
+
+    pipeline.eventbridge.heal()
+    assert pipeline.invoke(batch) == {"batchItemFailures": []}  # Lambda retries (bisects) the batch
+    [completed] = pipeline.consumed("completed")
+    assert completed["detail"]["session_id"] == sid
+
+
+def test_an_unpublishable_row_fails_alone(pipeline: Pipeline) -> None:
+    good, bad = str(uuid.uuid4()), str(uuid.uuid4())
+    # COMPLETED with neither a token nor an order id: the write path accepts it, no Completed event can
+    # carry it. It goes to retries and the failure queue; the other session is not held up.
+    pipeline.repository.record_status(update(bad, "COMPLETED", "2019-05-13T14:54:04.675Z", "klarna_read"))
+    pipeline.repository.record_status(
+        update(good, "COMPLETED", "2019-05-13T14:54:05.000Z", "klarna_read", authorization_token=TOKEN)
+    )
+    [response] = pipeline.deliver()
+    batch, _ = pipeline.invocations[0]
+    [unpublishable] = [
+        r for r in batch if r["dynamodb"]["Keys"]["session_id"]["S"] == bad and publishes_status(r)
+    ]
+    assert response == {
+        "batchItemFailures": [{"itemIdentifier": unpublishable["dynamodb"]["SequenceNumber"]}]
+    }
+    [completed] = pipeline.consumed("completed")
+    assert completed["detail"]["session_id"] == good
+
+
+# ---------------------------------------------------------------------------------- logs and metrics
+
+
+def test_logs_say_what_was_published_and_never_show_a_token_or_secret(
+    pipeline: Pipeline, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sessions = complete_sessions(pipeline, 2)
+    capfd.readouterr()
+    pipeline.eventbridge.fail_entries(lambda entry: detail_of(entry)["session_id"] == sessions[0])
+    pipeline.deliver()
+    pipeline.eventbridge.heal()
+    batch, response = pipeline.invocations[0]
+    pipeline.invoke(records_to_retry(batch, response))
+    out, err = capfd.readouterr()
+    for secret in [f"token-{sid}" for sid in sessions] + [SECRET, hash_callback_secret(SECRET)]:
+        assert secret not in out + err
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    published = [line for line in lines if line.get("message") == "event published"]
+    assert {(line["session_id"], line["detail_type"]) for line in published} >= {
+        (sessions[1], COMPLETED),
+        (sessions[0], COMPLETED),
+    }
+    not_published = [line for line in lines if "not published" in str(line.get("message"))]
+    assert len(not_published) == 3, "one line per record of the failing session"
+    assert all(sessions[0] in line["error"] for line in not_published)
+    metrics = [
+        {name: sum(value) for name, value in line.items() if isinstance(value, list)}
+        for line in lines
+        if "_aws" in line
+    ]
+    # First invocation: the second session's events; all 4 of the first's failed (3 records). The retry
+    # starts at the first failed record: both sessions' Completed events (the second one again).
+    assert metrics[0] == {
+        "PublishedStatusChanged": 3,
+        "PublishedCompleted": 1,
+        "FailedEntries": 4,
+        "FailedRecords": 3,
+    }
+    assert metrics[1] == {"PublishedStatusChanged": 6, "PublishedCompleted": 2}
