@@ -24,7 +24,7 @@ from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.models import KlarnaSession, StatusUpdate, UpdateSource
 from hpp_core.publishing import COMPLETED, STATUS_CHANGED, event_id
 from hpp_core.repository import SessionRepository
-from hpp_core.settings import clear_settings_cache
+from hpp_core.settings import ConfigurationError, clear_settings_cache
 from local.dynamodb_streams import StreamReader, lambda_event
 from local.stream_mapping import StreamMapping, records_to_retry
 from tests.support.event_bus import ScriptedEventBridge, SubscribedBus, detail_of
@@ -185,6 +185,14 @@ def by_session(envelopes: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
 
 
 # ---------------------------------------------------------------------------------------- contents
+
+
+def test_the_function_names_a_missing_bus_at_start_up(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EVENT_BUS_NAME")
+    with pytest.raises(ConfigurationError, match="EVENT_BUS_NAME"):
+        import_handler()
 
 
 def test_a_tracked_session_publishes_each_status_change_and_one_completion(pipeline: Pipeline) -> None:

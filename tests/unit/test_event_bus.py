@@ -22,6 +22,7 @@ from hpp_core.event_bus import (
 )
 from hpp_core.publishing import COMPLETED, STATUS_CHANGED, BusEvent, CompletedDetail, events_for_record
 from tests.support.event_bus import ScriptedEventBridge, detail_of
+from tests.support.event_schemas import assert_conforms
 from tests.support.lambda_runtime import LambdaContext, load_event
 
 SOURCE = "hpp-tracker"
@@ -138,6 +139,8 @@ class Harness:
             processor=self.processor,
             context=LambdaContext(),  # type: ignore[arg-type]
         )
+        for entry in self.client.entries:  # every event emitted here honours its schema
+            assert_conforms(entry["DetailType"], detail_of(entry))
         return dict(response)
 
     def metric_values(self) -> dict[str, float]:
