@@ -24,7 +24,8 @@ bus = EventBus(events_client(), settings.event_bus_name, settings.event_source)
 processor = StreamPublisher(bus, logger=logger, metrics=metrics)
 
 
-@logger.inject_lambda_context
+# log_event=False whatever POWERTOOLS_LOGGER_LOG_EVENT says: the records hold tokens.
+@logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(

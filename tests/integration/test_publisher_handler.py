@@ -151,6 +151,7 @@ def pipeline(
     monkeypatch.delenv("TABLE_NAME", raising=False)
     monkeypatch.delenv("KLARNA_CREDENTIALS_SECRET_ARN", raising=False)
     handler = import_handler()
+    handler.metrics.clear_metrics()  # Powertools keeps one metric set per process: start from none
     # Powertools keeps the handler of the first import, bound to that moment's sys.stdout; write to the
     # real fd 1 instead, which capfd captures (as Lambda's runtime captures it).
     handler.logger.registered_handler.setStream(sys.__stdout__)
@@ -434,8 +435,13 @@ def test_an_unpublishable_row_fails_alone(pipeline: Pipeline) -> None:
 
 
 def test_logs_say_what_was_published_and_never_show_a_token_or_secret(
-    pipeline: Pipeline, capfd: pytest.CaptureFixture[str]
+    pipeline: Pipeline, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Even with Powertools' event logging switched on by an operator, the records are not logged.
+    monkeypatch.setenv("POWERTOOLS_LOGGER_LOG_EVENT", "true")
+    pipeline.handler = import_handler()
+    pipeline.handler.logger.registered_handler.setStream(sys.__stdout__)
+    pipeline.handler.bus.client = pipeline.eventbridge
     sessions = complete_sessions(pipeline, 2)
     capfd.readouterr()
     pipeline.eventbridge.fail_entries(lambda entry: detail_of(entry)["session_id"] == sessions[0])

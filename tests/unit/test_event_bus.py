@@ -254,3 +254,24 @@ def test_the_processor_logs_no_token(capfd: pytest.CaptureFixture[str]) -> None:
     assert any(line.get("message") == "event published" for line in lines)
     assert any("not published" in str(line.get("message")) for line in lines)
     assert SAMPLE_TOKEN not in out
+
+
+def test_an_unexpected_error_is_logged_by_type_only(capfd: pytest.CaptureFixture[str]) -> None:
+    harness = Harness()
+    harness.processor._log.registered_handler.setStream(sys.__stdout__)  # type: ignore[attr-defined]
+
+    def buggy(record: Any) -> list[BusEvent]:  # a bug whose message quotes the record
+        raise KeyError(record.dynamodb.new_image["authorization_token"])
+
+    with pytest.raises(BatchProcessingError):
+        process_partial_response(
+            event=load_event("publisher/completed_authorization_token"),
+            record_handler=buggy,
+            processor=harness.processor,
+            context=LambdaContext(),  # type: ignore[arg-type]
+        )
+    out = capfd.readouterr().out
+    [line] = [json.loads(x) for x in out.splitlines() if "not published" in x]
+    assert line["error_type"] == "KeyError"
+    assert SAMPLE_TOKEN not in out
+    assert harness.metric_values() == {"FailedRecords": 1}

@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.batch.exceptions import ExceptionInfo
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from botocore.config import Config
 
-from hpp_core.publishing import COMPLETED, STATUS_CHANGED, BusEvent
+from hpp_core.publishing import COMPLETED, STATUS_CHANGED, BusEvent, UnpublishableRecord
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.base import BatchEventTypes, FailureResponse, SuccessResponse
@@ -184,13 +184,15 @@ class StreamPublisher(BatchProcessor):
             else None
         )
         error = exception[1]
-        # Messages of the tracker's own errors name the session and the problem, never a row's values.
+        # The tracker's own errors name the session and the problem, never a row's values; anything else
+        # (a bug) could quote a record, so only its type is logged.
+        told = isinstance(error, UnpublishableRecord | EventsNotPublished)
         self._log.error(
             "stream record not published; Lambda will retry it",
             extra={
                 "sequence_number": sequence_number,
                 "error_type": type(error).__name__,
-                "error": str(error)[:1024],
+                "error": str(error)[:1024] if told else "unexpected error (details withheld: see the type)",
             },
         )
         return super().failure_handler(record, exception)
