@@ -25,6 +25,7 @@ from hpp_core.settings import clear_settings_cache
 from hpp_core.timestamps import format_timestamp, parse_timestamp, to_epoch_millis
 from tests.support.fake_klarna import FakeKlarna, klarna_error
 from tests.support.lambda_runtime import LambdaContext, load_event
+from tests.support.openapi import response_errors
 from tests.support.template import create_table
 
 SID = "39a1c773-bafd-754d-af1f-b30c592f1267"  # the session of events/sessions/{track,read,disable}.json
@@ -207,12 +208,14 @@ def test_a_callback_to_the_url_klarna_was_given_is_accepted_and_one_with_another
     altered = url.replace("secret=", "secret=x")
     status, body, _ = stack.invoke(callback_event(altered, stack.klarna.callback_body(session_id)), callback)
     assert (status, body["error"]["code"]) == (403, "forbidden")
+    assert response_errors("POST", "/callbacks/hpp", status, body) == []
     row = stack.row(session_id)
     assert row is not None
     assert row["status"] == "WAITING"
 
     status, body, _ = stack.invoke(callback_event(url, stack.klarna.callback_body(session_id)), callback)
     assert (status, body["outcome"], body["source"]) == (200, "applied", "callback")
+    assert response_errors("POST", "/callbacks/hpp", status, body) == []
     row = stack.row(session_id)
     assert row is not None
     assert (row["status"], row["last_source"]) == ("IN_PROGRESS", "callback")
@@ -636,3 +639,35 @@ def test_klarna_error_bodies_are_passed_on_without_request_data(stack: Stack) ->
         "correlation_id": error["correlation_id"],
     }
     assert "secret=" not in json.dumps(body)
+
+
+# -- the answers are what openapi.yaml promises -----------------------------------------------------
+
+
+def test_every_answer_matches_openapi_yaml(stack: Stack) -> None:
+    """Real answers of each route (successes and errors) against the schemas openapi.yaml documents."""
+    one = "/sessions/{session_id}"
+    answers: list[tuple[str, str, int, Any]] = []
+
+    def call(event: dict[str, Any], method: str, path: str) -> None:
+        status, body, _ = stack.invoke(event)
+        answers.append((method, path, status, body))
+
+    call(load_event("sessions/create"), "POST", "/sessions")
+    call(load_event("sessions/create_wrong_types"), "POST", "/sessions")
+    call(load_event("sessions/create_oversize"), "POST", "/sessions")
+    stack.klarna.fail_next("POST", SESSIONS_PATH, status=429, headers={"X-Ratelimit-Reset": "1"})
+    call(load_event("sessions/create"), "POST", "/sessions")
+    stack.klarna.add_session(SID, status="COMPLETED", authorization_token=TOKEN)
+    call(load_event("sessions/track"), "PUT", one)
+    call(load_event("sessions/track_unknown_session"), "PUT", one)
+    call(load_event("sessions/read"), "GET", one)
+    call(load_event("sessions/read_unknown_session"), "GET", one)
+    call(load_event("sessions/read_invalid_session_id"), "GET", one)
+    call(load_event("sessions/disable"), "DELETE", one)
+    call(load_event("sessions/disable_unknown_session"), "DELETE", one)
+
+    statuses = [status for _, _, status, _ in answers]
+    assert statuses == [201, 400, 413, 503, 200, 404, 200, 404, 400, 409, 404]
+    for method, path, status, body in answers:
+        assert response_errors(method, path, status, body) == [], (method, path, status, body)
