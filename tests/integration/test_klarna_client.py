@@ -122,16 +122,6 @@ def test_answer_for_another_session_is_refused(klarna: FakeKlarna) -> None:
         client_for(klarna).read_session(SID)
 
 
-def test_nothing_listening_is_unavailable() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    credentials = KlarnaCredentials(username="u", password="p")
-    client = KlarnaClient(f"http://127.0.0.1:{port}", lambda: credentials, timeout_seconds=0.5)
-    with pytest.raises(KlarnaUnavailable):
-        client.read_session(SID)
-
-
 class TestCredentialsFromSecretsManager:
     @pytest.fixture
     def secrets(self, moto_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -169,3 +159,15 @@ class TestCredentialsFromSecretsManager:
         arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:missing-AbCdEf"
         with pytest.raises(DependencyError):
             secrets_manager_credentials(arn, max_age_seconds=0)()
+
+
+def test_refused_connection_is_unavailable_not_a_timeout() -> None:
+    # A refused connection sent nothing: for a create this must not read "Klarna may have created it".
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    credentials = KlarnaCredentials(username="u", password="p")
+    client = KlarnaClient(f"http://127.0.0.1:{port}", lambda: credentials, timeout_seconds=0.5)
+    with pytest.raises(KlarnaUnavailable) as caught:
+        client.read_session(SID)
+    assert not isinstance(caught.value, KlarnaTimeout)

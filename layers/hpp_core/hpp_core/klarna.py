@@ -361,9 +361,11 @@ class KlarnaClient:
 
 
 def _is_timeout(exc: BaseException) -> bool:
-    if isinstance(exc, urllib3.exceptions.TimeoutError):
-        return True
-    reason = getattr(exc, "reason", None)
+    """A request that may have reached Klarna and gone unanswered (not a refused connection)."""
+    reason = getattr(exc, "reason", None) or exc
+    # urllib3 files a refused connection under its timeout errors; nothing was sent, so it is not one.
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        return False
     return isinstance(reason, urllib3.exceptions.TimeoutError)
 
 
