@@ -2,7 +2,10 @@
 
 Every error knows its status code and a stable `code`; `http.error_response` is the one place that turns
 any exception into a response. Messages are written for the caller and never include secrets or tokens.
+An error raised `from` a KlarnaError also shows Klarna's details (status, error code, correlation id).
 """
+
+from typing import Any
 
 
 class TrackerError(Exception):
@@ -13,6 +16,10 @@ class TrackerError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details or []
+
+    def response_fields(self) -> dict[str, Any]:
+        """Extra fields of the error body (and of its log line), beyond code, message and details."""
+        return {}
 
 
 class BadRequest(TrackerError):
@@ -55,3 +62,24 @@ class DependencyTimeout(DependencyError):
 class StorageUnavailable(DependencyError):
     status_code = 503
     code = "storage_unavailable"
+
+
+class SessionNotTracked(StorageUnavailable):
+    """Klarna created the session but the tracker could not store it: the caller must learn its id."""
+
+    code = "session_not_tracked"
+
+    def __init__(self, message: str, *, session_id: str, session_url: str | None) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.session_url = session_url
+
+    def response_fields(self) -> dict[str, Any]:
+        return {"session_id": self.session_id, "session_url": self.session_url}
+
+
+class Misconfigured(TrackerError):
+    """The deployment is missing something only its operator can fix (the message says what)."""
+
+    status_code = 500
+    code = "misconfigured"

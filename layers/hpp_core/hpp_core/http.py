@@ -46,26 +46,34 @@ def error_body(code: str, message: str, details: list[str] | None = None, **extr
 def error_response(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]]:
     """Status, JSON body and extra headers for any exception a handler lets escape."""
     if isinstance(exc, TrackerError):
-        return exc.status_code, error_body(exc.code, exc.message, exc.details), {}
+        # An operation that re-raised a Klarna failure as its own answer still shows Klarna's details.
+        cause = exc.__cause__
+        klarna_details = _klarna_details(cause) if isinstance(cause, KlarnaError) else None
+        body = error_body(exc.code, exc.message, exc.details, **exc.response_fields(), klarna=klarna_details)
+        return exc.status_code, body, {}
     if isinstance(exc, KlarnaError):
         status, code = next(
             ((s, c) for kind, s, c in _KLARNA_STATUS if isinstance(exc, kind)), (502, "klarna_unavailable")
         )
-        klarna = {
-            "http_status": exc.http_status,
-            "error_code": exc.error_code,
-            "error_messages": exc.error_messages or None,
-            "correlation_id": exc.correlation_id,
-        }
         headers = {}
         if isinstance(exc, KlarnaRateLimited) and exc.retry_after is not None:
             headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-        body = error_body(code, exc.message, klarna={k: v for k, v in klarna.items() if v is not None})
+        body = error_body(code, exc.message, klarna=_klarna_details(exc))
         return status, body, headers
     if isinstance(exc, ServiceError):  # Powertools' own: unknown route (404), method not allowed, ...
         code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
         return exc.status_code, error_body(code, str(exc.msg)), {}
     return 500, error_body("internal_error", "internal error"), {}
+
+
+def _klarna_details(exc: KlarnaError) -> dict[str, Any]:
+    klarna = {
+        "http_status": exc.http_status,
+        "error_code": exc.error_code,
+        "error_messages": exc.error_messages or None,
+        "correlation_id": exc.correlation_id,
+    }
+    return {k: v for k, v in klarna.items() if v is not None}
 
 
 def install_error_handlers(app: APIGatewayRestResolver, logger: Logger, metrics: Metrics) -> None:
@@ -76,8 +84,11 @@ def install_error_handlers(app: APIGatewayRestResolver, logger: Logger, metrics:
         status, body, headers = error_response(exc)
         metrics.add_metric(name=f"Error_{body['error']['code']}", unit=MetricUnit.Count, value=1)
         fields: dict[str, Any] = {"http_status": status, "error_code": body["error"]["code"]}
-        if isinstance(exc, KlarnaError):
-            fields.update(exc.log_fields())
+        klarna_error = exc if isinstance(exc, KlarnaError) else exc.__cause__
+        if isinstance(klarna_error, KlarnaError):
+            fields.update(klarna_error.log_fields())
+        if isinstance(exc, TrackerError):
+            fields.update(exc.response_fields())
         if status >= HTTPStatus.INTERNAL_SERVER_ERROR and not isinstance(
             exc, (TrackerError, KlarnaError, ServiceError)
         ):

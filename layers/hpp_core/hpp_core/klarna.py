@@ -1,13 +1,16 @@
-"""Klarna HPP API client (Read Session here; the sessions API adds create and disable).
+"""Klarna HPP API client: Create, Read and Disable Session.
 
 HTTP Basic with the merchant's credentials from Secrets Manager, one total timeout per call, and every
 non-2xx answer raised as a `KlarnaError` subclass carrying Klarna's `error_code`, `error_messages` and
-`correlation_id`, which is what Klarna support asks for.
+`correlation_id`, which is what Klarna support asks for. Idempotent calls (Read, Disable) can be retried
+with a `RetryPolicy`; Create never is (a retry could create a second session).
 """
 
 import json
+import random
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
@@ -18,7 +21,7 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hpp_core.errors import DependencyError
-from hpp_core.models import KlarnaSession, describe_validation_error
+from hpp_core.models import KlarnaCreatedSession, KlarnaSession, describe_validation_error
 
 USER_AGENT = "hpp-tracker/1.0"
 SESSIONS_PATH = "/hpp/v1/sessions"
@@ -154,6 +157,90 @@ def _error_from_response(response: KlarnaResponse, operation: str) -> KlarnaErro
     return error
 
 
+# -- retries for idempotent calls --------------------------------------------------------------------
+
+RetryHook = Callable[[KlarnaError, int, float], None]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How an idempotent Klarna call (Read, Disable) is retried.
+
+    Retried: 429, 5xx, connection failures and timeouts (`KlarnaRateLimited`, `KlarnaUnavailable`);
+    anything else is an answer, not a hiccup. Between attempts the wait is exponential backoff with full
+    jitter, uniform in [0, min(max_delay, base * 2**(attempt - 1))], added to Klarna's Retry-After /
+    X-Ratelimit-Reset when it sent one (never retry before Klarna said so). Everything happens within
+    the budget (from the call's start) and the absolute `deadline` (on `clock`, e.g. the Lambda's end):
+    each attempt's timeout is min(the client's timeout, time left), and no retry is started that could
+    not get `min_attempt_seconds` after its wait.
+    """
+
+    max_attempts: int = 1
+    budget_seconds: float | None = None
+    base_delay_seconds: float = 0.1
+    max_delay_seconds: float = 2.0
+    min_attempt_seconds: float = 0.2
+    deadline: float | None = None
+    # Injectable so the loop is tested without waiting; `jitter` returns a float in [0, 1).
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False, repr=False)
+    jitter: Callable[[], float] = field(default=random.random, compare=False, repr=False)
+    # Called before each wait with (the error, the attempt that failed, the wait): for logs and metrics.
+    on_retry: RetryHook | None = field(default=None, compare=False, repr=False)
+
+    def within(self, seconds: float) -> "RetryPolicy":
+        """The same policy, also bounded by `seconds` from now (e.g. the Lambda's remaining time)."""
+        return replace(self, deadline=self.clock() + seconds)
+
+    def delay_after(self, attempt: int, error: KlarnaError) -> float:
+        cap = min(self.max_delay_seconds, self.base_delay_seconds * 2.0 ** (attempt - 1))
+        delay = self.jitter() * cap
+        if isinstance(error, KlarnaRateLimited) and error.retry_after is not None:
+            delay += error.retry_after
+        return delay
+
+
+NO_RETRY = RetryPolicy()
+"""One attempt with the client's own timeout: the callback and the poller decide about retries themselves."""
+
+
+def call_with_retry[T](attempt: Callable[[float], T], *, timeout_seconds: float, policy: RetryPolicy) -> T:
+    """Run `attempt(timeout)` until it returns, fails for good, or the policy's attempts or time run out.
+
+    The last error is raised as it came, so the caller's mapping (429 -> Retry-After, ...) still applies.
+    """
+    ends = [policy.deadline]
+    if policy.budget_seconds is not None:
+        ends.append(policy.clock() + policy.budget_seconds)
+    end = min((moment for moment in ends if moment is not None), default=None)
+    number = 0
+    while True:
+        number += 1
+        timeout = timeout_seconds
+        if end is not None:
+            # The first attempt always runs, however little time is left: a caller gets an answer.
+            timeout = max(min(timeout_seconds, end - policy.clock()), policy.min_attempt_seconds)
+        try:
+            return attempt(timeout)
+        except (KlarnaRateLimited, KlarnaUnavailable) as error:
+            if number >= policy.max_attempts:
+                raise
+            delay = policy.delay_after(number, error)
+            if end is not None and policy.clock() + delay + policy.min_attempt_seconds > end:
+                raise
+            if policy.on_retry is not None:
+                policy.on_retry(error, number, delay)
+            policy.sleep(delay)
+
+
+@dataclass(frozen=True)
+class KlarnaCreated:
+    """Create Session's answer: the fields the tracker needs, and the body as Klarna sent it."""
+
+    session: KlarnaCreatedSession
+    body: dict[str, Any]
+
+
 CredentialsProvider = Callable[[], KlarnaCredentials]
 
 
@@ -176,14 +263,60 @@ class KlarnaClient:
     def session_url(self, session_id: str) -> str:
         return f"{self._base_url}{SESSIONS_PATH}/{quote(session_id, safe='')}"
 
-    def read_session(self, session_id: str) -> KlarnaSession:
-        response = self.request("GET", self.session_url(session_id), operation="read session")
+    def read_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> KlarnaSession:
+        url = self.session_url(session_id)
+        response = call_with_retry(
+            lambda timeout: self.request("GET", url, operation="read session", timeout_seconds=timeout),
+            timeout_seconds=self._timeout_seconds,
+            policy=retry,
+        )
         session = parse_session(response, operation="read session")
         if session.session_id != session_id:
             raise KlarnaBadResponse(
                 "Klarna read session answered for a different session", http_status=response.status
             )
         return session
+
+    def create_session(
+        self, body: Mapping[str, Any], *, timeout_seconds: float | None = None
+    ) -> KlarnaCreated:
+        """Create Session, exactly once: it is not idempotent, so it is never retried here.
+
+        A failure without an answer (timeout, dropped connection) or an unreadable 2xx leaves it unknown
+        whether Klarna created a session; the error says so, for the caller to decide.
+        """
+        operation = "create session"
+        try:
+            response = self.request(
+                "POST",
+                f"{self._base_url}{SESSIONS_PATH}",
+                operation=operation,
+                body=body,
+                timeout_seconds=timeout_seconds,
+            )
+        except KlarnaUnavailable as error:
+            if error.http_status is None:
+                error.message += "; Klarna may or may not have created the session"
+            raise
+        try:
+            payload = response.json()
+            return KlarnaCreated(KlarnaCreatedSession.model_validate(payload), payload)
+        except ValueError as exc:
+            details = describe_validation_error(exc) if isinstance(exc, ValidationError) else ["not JSON"]
+            raise KlarnaBadResponse(
+                f"Klarna {operation}: unreadable answer ({'; '.join(details)}); Klarna answered "
+                f"{response.status}, so it has probably created a session",
+                http_status=response.status,
+            ) from None
+
+    def disable_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> None:
+        """Disable Session (204). Klarna: 400 when the session is COMPLETED, 404 when unknown or expired."""
+        url = self.session_url(session_id)
+        call_with_retry(
+            lambda timeout: self.request("DELETE", url, operation="disable session", timeout_seconds=timeout),
+            timeout_seconds=self._timeout_seconds,
+            policy=retry,
+        )
 
     def request(
         self,
@@ -228,9 +361,11 @@ class KlarnaClient:
 
 
 def _is_timeout(exc: BaseException) -> bool:
-    if isinstance(exc, urllib3.exceptions.TimeoutError):
-        return True
-    reason = getattr(exc, "reason", None)
+    """A request that may have reached Klarna and gone unanswered (not a refused connection)."""
+    reason = getattr(exc, "reason", None) or exc
+    # urllib3 files a refused connection under its timeout errors; nothing was sent, so it is not one.
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        return False
     return isinstance(reason, urllib3.exceptions.TimeoutError)
 
 

@@ -36,6 +36,16 @@ class KlarnaSession(BaseModel):
     klarna_reference: ShortText | None = None
 
 
+class KlarnaCreatedSession(BaseModel):
+    """What the tracker needs from Create Session's answer (the caller gets Klarna's whole body)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    session_id: SessionId
+    session_url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
+    expires_at: KlarnaTimestamp | None = None
+
+
 class CallbackBody(BaseModel):
     """Klarna's status callback: `{"event_id": ..., "session": {...}}`."""
 
@@ -108,6 +118,7 @@ def describe_validation_error(error: ValidationError, prefix: str = "") -> list[
 
 __all__ = [
     "CallbackBody",
+    "KlarnaCreatedSession",
     "KlarnaSession",
     "SessionId",
     "StatusUpdate",

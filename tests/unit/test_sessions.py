@@ -1,0 +1,472 @@
+"""The sessions API's decisions with in-memory fakes for Klarna and the store (no I/O)."""
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from hpp_core.callback_secrets import hash_callback_secret
+from hpp_core.errors import (
+    BadRequest,
+    Conflict,
+    Misconfigured,
+    NotFound,
+    PayloadTooLarge,
+    SessionNotTracked,
+    StorageUnavailable,
+)
+from hpp_core.http import error_response
+from hpp_core.klarna import (
+    NO_RETRY,
+    KlarnaCreated,
+    KlarnaNotFound,
+    KlarnaRejected,
+    KlarnaUnavailable,
+    RetryPolicy,
+)
+from hpp_core.models import KlarnaCreatedSession, KlarnaSession, StatusUpdate
+from hpp_core.repository import WriteOutcome, WriteResult
+from hpp_core.sessions import (
+    MAX_BODY_BYTES,
+    SessionsSettings,
+    callback_url,
+    create_session,
+    disable_session,
+    parse_create_request,
+    session_view,
+    track_session,
+    tracked_session,
+)
+from hpp_core.settings import ConfigurationError
+
+SID = "39a1c773-bafd-754d-af1f-b30c592f1267"
+KP = "https://api.playground.klarna.com/payments/v1/sessions/0b1d9815-165e-42e2-8867-35bc03789e00"
+CALLBACK = "https://abc.execute-api.eu-west-1.amazonaws.com/prod/callbacks/hpp"
+NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+
+
+def request_body(**fields: Any) -> str:
+    return json.dumps({"payment_session_url": KP, **fields})
+
+
+def details_of(error: BadRequest) -> str:
+    return " | ".join([error.message, *error.details])
+
+
+# -- parsing the create request ---------------------------------------------------------------------
+
+
+def test_a_minimal_request_becomes_klarnas_body_with_the_status_update_url() -> None:
+    request = parse_create_request(request_body())
+    assert request.klarna_body("https://t/cb") == {
+        "payment_session_url": KP,
+        "merchant_urls": {"status_update": "https://t/cb"},
+    }
+
+
+def test_the_callers_fields_pass_through_unchanged_known_or_not() -> None:
+    sent = {
+        "payment_session_url": KP,
+        "merchant_urls": {"success": "https://s.example/ok?sid={{session_id}}", "future": "x"},
+        "options": {"place_order_mode": "PLACE_ORDER", "payment_method_categories": ["klarna"], "new": 1},
+        "profile_id": "p-1",
+        "merchant_reference": {"nested": [1, 2.5, None]},
+    }
+    body = parse_create_request(json.dumps(sent)).klarna_body("https://t/cb")
+    assert body["merchant_urls"].pop("status_update") == "https://t/cb"
+    assert body == sent
+
+
+@pytest.mark.parametrize("value", ["https://shop.example/klarna", None, 42])
+def test_a_status_update_of_any_value_is_refused_naming_the_field(value: object) -> None:
+    with pytest.raises(BadRequest) as raised:
+        parse_create_request(
+            request_body(merchant_urls={"success": "https://s.example", "status_update": value})
+        )
+    (detail,) = raised.value.details
+    assert detail.startswith("merchant_urls.status_update:")
+    assert "must be left out" in detail
+
+
+@pytest.mark.parametrize(
+    ("fields", "field_name"),
+    [
+        ({"payment_session_url": None}, "payment_session_url"),
+        ({"payment_session_url": 12}, "payment_session_url"),
+        ({"payment_session_url": "api.klarna.com/payments/v1/sessions/1"}, "payment_session_url"),
+        ({"payment_session_url": "http://api.klarna.com/payments/v1/sessions/1"}, "payment_session_url"),
+        ({"payment_session_url": "https://" + "a" * 2050}, "payment_session_url"),
+        ({"merchant_urls": "https://s.example"}, "merchant_urls"),
+        ({"merchant_urls": {"success": ["https://s.example"]}}, "merchant_urls.success"),
+        ({"merchant_urls": {"cancel": "javascript:alert(1)"}}, "merchant_urls.cancel"),
+        ({"options": []}, "options"),
+        ({"options": {"place_order_mode": "SOMETIMES"}}, "options.place_order_mode"),
+        ({"profile_id": 7}, "profile_id"),
+        ({"profile_id": ""}, "profile_id"),
+    ],
+)
+def test_wrong_types_and_values_are_refused_naming_the_field(fields: dict[str, Any], field_name: str) -> None:
+    with pytest.raises(BadRequest) as raised:
+        parse_create_request(json.dumps({"payment_session_url": KP, **fields}))
+    assert any(detail.startswith(f"{field_name}:") for detail in raised.value.details), raised.value.details
+
+
+def test_a_missing_payment_session_url_is_named() -> None:
+    with pytest.raises(BadRequest) as raised:
+        parse_create_request(json.dumps({"options": {}}))
+    assert raised.value.details == ["payment_session_url: Field required"]
+
+
+def test_messages_never_echo_the_input() -> None:
+    with pytest.raises(BadRequest) as raised:
+        parse_create_request(json.dumps({"payment_session_url": "ftp://SECRET-IN-INPUT", "profile_id": 1}))
+    assert "SECRET-IN-INPUT" not in details_of(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (None, "required"),
+        ("", "required"),
+        ("   ", "required"),
+        ("payment_session_url=x", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('"text"', "JSON object"),
+    ],
+)
+def test_unusable_bodies_are_400(body: str | None, message: str) -> None:
+    with pytest.raises(BadRequest) as raised:
+        parse_create_request(body)
+    assert message in raised.value.message
+
+
+def test_the_size_limit_is_checked_before_parsing() -> None:
+    padding = "x" * (MAX_BODY_BYTES - len(request_body(pad="")))
+    at_limit = request_body(pad=padding)
+    assert len(at_limit.encode()) == MAX_BODY_BYTES
+    assert parse_create_request(at_limit).model_extra == {"pad": padding}
+    with pytest.raises(PayloadTooLarge):
+        parse_create_request(request_body(pad=padding + "x"))
+    with pytest.raises(PayloadTooLarge):  # not even JSON: refused for its size alone
+        parse_create_request("{" * (MAX_BODY_BYTES + 1))
+    multibyte = request_body(pad="é" * (MAX_BODY_BYTES // 2))  # fewer characters than bytes
+    with pytest.raises(PayloadTooLarge):
+        parse_create_request(multibyte)
+
+
+def test_a_base64_body_is_decoded_and_its_decoded_size_counts() -> None:
+    encoded = base64.b64encode(request_body(profile_id="p").encode()).decode()
+    assert parse_create_request(encoded, base64_encoded=True).profile_id == "p"
+    with pytest.raises(BadRequest):
+        parse_create_request("not base64!", base64_encoded=True)
+    big = base64.b64encode(request_body(pad="x" * MAX_BODY_BYTES).encode()).decode()
+    with pytest.raises(PayloadTooLarge):
+        parse_create_request(big, base64_encoded=True)
+
+
+# -- where callbacks go -----------------------------------------------------------------------------
+
+
+def test_the_callback_url_is_derived_from_the_execute_api_domain_and_stage() -> None:
+    url = callback_url(
+        None, domain_name="abc.execute-api.eu-west-1.amazonaws.com", stage="prod", api_id="abc"
+    )
+    assert url == CALLBACK
+
+
+@pytest.mark.parametrize(
+    ("domain", "stage", "api_id"),
+    [("pay.example.com", "prod", "abc"), (None, "prod", "abc"), ("abc.execute-api.x", None, "abc")],
+)
+def test_without_configuration_an_unknown_domain_is_a_configuration_error(
+    domain: str | None, stage: str | None, api_id: str
+) -> None:
+    with pytest.raises(Misconfigured) as raised:
+        callback_url(None, domain_name=domain, stage=stage, api_id=api_id)
+    assert "CALLBACK_BASE_URL" in raised.value.message
+    assert error_response(raised.value)[0] == 500
+
+
+def settings(**env: str) -> SessionsSettings:
+    base = {
+        "TABLE_NAME": "sessions",
+        "KLARNA_API_URL": "https://api.playground.klarna.com",
+        "KLARNA_CREDENTIALS_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:k",
+    }
+    return SessionsSettings.from_environment({**base, **env})
+
+
+def test_callback_base_url_configures_custom_domains() -> None:
+    configured = settings(CALLBACK_BASE_URL="https://pay.example.com/hpp/")
+    assert configured.callback_base == "https://pay.example.com/hpp"
+    url = callback_url(configured.callback_base, domain_name="pay.example.com", stage="prod", api_id="abc")
+    assert url == "https://pay.example.com/hpp/callbacks/hpp"
+    assert settings(CALLBACK_BASE_URL="").callback_base is None  # CloudFormation's "not set"
+
+
+@pytest.mark.parametrize("value", ["https://pay.example.com/hpp?x=1", "not a url", "ftp://pay.example.com"])
+def test_a_bad_callback_base_url_fails_at_start_up_naming_the_variable(value: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        settings(CALLBACK_BASE_URL=value)
+    assert "CALLBACK_BASE_URL" in str(raised.value)
+
+
+def test_retry_settings_make_the_policy() -> None:
+    policy = settings(KLARNA_RETRY_ATTEMPTS="5", KLARNA_RETRY_BUDGET_SECONDS="3.5").retry_policy()
+    assert (policy.max_attempts, policy.budget_seconds) == (5, 3.5)
+    with pytest.raises(ConfigurationError, match="KLARNA_RETRY_ATTEMPTS"):
+        settings(KLARNA_RETRY_ATTEMPTS="0")
+
+
+# -- fakes --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeKlarna:
+    created: KlarnaCreated | Exception | None = None
+    read: list[KlarnaSession | Exception] = field(default_factory=list)
+    disabled: Exception | None = None
+    calls: list[str] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+
+    def create_session(self, body: Any, *, timeout_seconds: float | None = None) -> KlarnaCreated:
+        self.calls.append("create")
+        self.bodies.append(dict(body))
+        if isinstance(self.created, Exception):
+            raise self.created
+        assert self.created is not None
+        return self.created
+
+    def read_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> KlarnaSession:
+        self.calls.append("read")
+        answer = self.read.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def disable_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> None:
+        self.calls.append("disable")
+        if self.disabled is not None:
+            raise self.disabled
+
+
+@dataclass
+class FakeStore:
+    item: dict[str, Any] | None = None
+    create_error: Exception | None = None
+    outcomes: list[tuple[WriteOutcome, dict[str, Any] | None]] = field(default_factory=list)
+    created: list[dict[str, Any]] = field(default_factory=list)
+    writes: list[StatusUpdate] = field(default_factory=list)
+
+    def create_session(self, session_id: str, **fields: Any) -> dict[str, Any]:
+        if self.create_error is not None:
+            raise self.create_error
+        self.created.append({"session_id": session_id, **fields})
+        return self.created[-1]
+
+    def record_status(self, update: StatusUpdate, *, callback_secret_hash: str | None = None) -> WriteResult:
+        self.writes.append(update)
+        if self.outcomes:
+            return WriteResult(*self.outcomes.pop(0))
+        row = {"session_id": update.session_id, "status": update.status, "updated_at": update.updated_at}
+        return WriteResult(WriteOutcome.APPLIED, row)
+
+    def get_item(self, session_id: str, *, consistent: bool = True) -> dict[str, Any] | None:
+        return self.item
+
+
+def klarna_created(session_id: str = SID) -> KlarnaCreated:
+    body = {
+        "session_id": session_id,
+        "session_url": f"https://api.playground.klarna.com/hpp/v1/sessions/{session_id}",
+        "redirect_url": "https://pay.playground.klarna.com/x",
+        "expires_at": "2026-11-23T09:00:00.000Z",
+    }
+    return KlarnaCreated(KlarnaCreatedSession.model_validate(body), body)
+
+
+def session(status: str, updated_at: str = "2026-11-21T10:00:00.000Z") -> KlarnaSession:
+    return KlarnaSession.model_validate({"session_id": SID, "status": status, "updated_at": updated_at})
+
+
+# -- create -------------------------------------------------------------------------------------------
+
+
+def test_create_sends_a_fresh_secret_each_time_and_stores_only_its_hash() -> None:
+    klarna, store = FakeKlarna(created=klarna_created()), FakeStore()
+    request = parse_create_request(request_body())
+    for _ in range(2):
+        result = create_session(request, callback_url=CALLBACK, klarna=klarna, store=store)
+        assert not result.already_tracked
+    urls = [body["merchant_urls"]["status_update"] for body in klarna.bodies]
+    secrets = [dict(parse_qsl(urlsplit(url).query))["secret"] for url in urls]
+    assert secrets[0] != secrets[1]
+    assert [row["callback_secret_hash"] for row in store.created] == [
+        hash_callback_secret(s) for s in secrets
+    ]
+    assert store.created[0]["expires_at"] == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    assert all(secret not in json.dumps(row, default=str) for secret in secrets for row in store.created)
+
+
+def test_when_klarna_fails_nothing_is_stored() -> None:
+    klarna = FakeKlarna(created=KlarnaUnavailable("Klarna create session failed", http_status=500))
+    store = FakeStore()
+    with pytest.raises(KlarnaUnavailable):
+        create_session(
+            parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
+        )
+    assert store.created == []
+
+
+def test_klarna_404_on_create_blames_the_payment_session_url_and_keeps_klarnas_details() -> None:
+    refused = KlarnaNotFound("Klarna create session: not found", http_status=404, correlation_id="c-404")
+    klarna, store = FakeKlarna(created=refused), FakeStore()
+    with pytest.raises(BadRequest) as raised:
+        create_session(
+            parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
+        )
+    status, body, _ = error_response(raised.value)
+    assert status == 400
+    assert body["error"]["message"].startswith("payment_session_url:")
+    assert body["error"]["klarna"] == {"http_status": 404, "correlation_id": "c-404"}
+
+
+@pytest.mark.parametrize(
+    "failure", [StorageUnavailable("session storage failed (Throttling)"), RuntimeError()]
+)
+def test_a_store_failure_after_klarna_created_the_session_names_the_session(failure: Exception) -> None:
+    klarna, store = FakeKlarna(created=klarna_created()), FakeStore(create_error=failure)
+    with pytest.raises(SessionNotTracked) as raised:
+        create_session(
+            parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
+        )
+    status, body, _ = error_response(raised.value)
+    assert status == 503
+    assert body["error"]["session_id"] == SID
+    assert body["error"]["session_url"].endswith(SID)
+    assert raised.value.__cause__ is failure
+
+
+def test_a_session_already_tracked_when_stored_is_still_a_success() -> None:
+    klarna = FakeKlarna(created=klarna_created())
+    store = FakeStore(create_error=Conflict("session is already tracked"))
+    result = create_session(
+        parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
+    )
+    assert result.already_tracked
+    assert result.created.body["session_id"] == SID
+
+
+# -- track and read -----------------------------------------------------------------------------------
+
+
+def test_track_records_klarnas_answer_as_the_sessions_api() -> None:
+    klarna, store = FakeKlarna(read=[session("IN_PROGRESS")]), FakeStore()
+    result = track_session(SID, klarna=klarna, store=store)
+    (update,) = store.writes
+    assert (update.source, update.status) == ("sessions_api", "IN_PROGRESS")
+    assert (result.outcome, result.session.status) == (WriteOutcome.APPLIED, "IN_PROGRESS")
+
+
+@pytest.mark.parametrize("bad", ["a/b", "a.b", "", "x" * 129, "../../x", "id with space"])
+def test_invalid_session_ids_are_refused_before_anything_is_asked(bad: str) -> None:
+    klarna, store = FakeKlarna(), FakeStore()
+    for operation in (
+        lambda: track_session(bad, klarna=klarna, store=store),
+        lambda: tracked_session(bad, store=store),
+        lambda: disable_session(bad, klarna=klarna, store=store),
+    ):
+        with pytest.raises(BadRequest):
+            operation()
+    assert klarna.calls == []
+
+
+def test_read_of_an_untracked_session_is_404() -> None:
+    with pytest.raises(NotFound):
+        tracked_session(SID, store=FakeStore())
+
+
+def test_the_view_reveals_the_token_to_the_caller_but_never_the_hash() -> None:
+    row = {
+        "session_id": SID,
+        "status": "COMPLETED",
+        "updated_at": "2026-11-21T10:00:00.000Z",
+        "authorization_token": "tok-1",
+        "callback_secret_sha256": "abc",
+        "poll_shard": "01",
+        "updated_at_ms": 1,
+    }
+    store = FakeStore(item=row)
+    view = session_view(tracked_session(SID, store=store))
+    assert view == {
+        "session_id": SID,
+        "status": "COMPLETED",
+        "updated_at": "2026-11-21T10:00:00.000Z",
+        "authorization_token": "tok-1",
+    }
+    assert "tok-1" not in repr(tracked_session(SID, store=store))
+
+
+# -- disable ------------------------------------------------------------------------------------------
+
+
+def test_disable_records_klarnas_own_disabled_when_the_read_back_shows_it() -> None:
+    disabled = session("DISABLED", "2026-11-21T12:00:00.000Z")
+    klarna, store = FakeKlarna(read=[disabled]), FakeStore()
+    result = disable_session(SID, klarna=klarna, store=store, now=lambda: NOW)
+    assert (result.outcome, result.recorded_from) == ("disabled", "klarna_read")
+    assert klarna.calls == ["disable", "read"]
+    assert store.writes[0].session == disabled
+
+
+def test_a_newer_observation_recorded_meanwhile_makes_the_stamp_move_after_it() -> None:
+    stored = {"session_id": SID, "status": "IN_PROGRESS", "updated_at_ms": 1_000}
+    raced: dict[str, Any] = {"session_id": SID, "status": "BACK", "updated_at_ms": 9_999_999_999_999}
+    klarna = FakeKlarna(read=[KlarnaUnavailable("down")])
+    store = FakeStore(item=stored, outcomes=[(WriteOutcome.STALE, raced)])
+    result = disable_session(SID, klarna=klarna, store=store, now=lambda: NOW)
+    assert result.recorded_from == "tracker_clock"
+    assert result.read_back_error is not None
+    first, second = (update.updated_at_ms for update in store.writes)
+    assert first == max(1_001, int(NOW.timestamp() * 1000))
+    assert second == raced["updated_at_ms"] + 1
+    assert all(update.status == "DISABLED" for update in store.writes)
+
+
+def test_a_session_that_keeps_changing_is_a_retryable_error_not_a_false_success() -> None:
+    raced = {"session_id": SID, "status": "BACK", "updated_at_ms": 5}
+    klarna = FakeKlarna(read=[KlarnaUnavailable("down")])
+    store = FakeStore(outcomes=[(WriteOutcome.STALE, raced)] * 3)
+    with pytest.raises(StorageUnavailable):
+        disable_session(SID, klarna=klarna, store=store, now=lambda: NOW)
+
+
+@pytest.mark.parametrize("final", ["COMPLETED", "CANCELLED", "EXPIRED"])
+def test_a_session_final_in_the_table_is_409_without_asking_klarna(final: str) -> None:
+    klarna, store = FakeKlarna(), FakeStore(item={"session_id": SID, "status": final})
+    with pytest.raises(Conflict, match=final):
+        disable_session(SID, klarna=klarna, store=store)
+    assert klarna.calls == []
+
+
+def test_klarnas_400_with_an_unreadable_session_is_still_409() -> None:
+    refused = KlarnaRejected("Klarna disable session failed", http_status=400, correlation_id="c-1")
+    klarna = FakeKlarna(disabled=refused, read=[KlarnaUnavailable("down")])
+    store = FakeStore()
+    with pytest.raises(Conflict) as raised:
+        disable_session(SID, klarna=klarna, store=store)
+    assert store.writes == []
+    assert error_response(raised.value)[1]["error"]["klarna"]["correlation_id"] == "c-1"
+
+
+def test_klarnas_400_for_a_session_already_disabled_there_is_a_success() -> None:
+    refused = KlarnaRejected("Klarna disable session failed", http_status=400)
+    klarna = FakeKlarna(disabled=refused, read=[session("DISABLED")])
+    store = FakeStore()
+    result = disable_session(SID, klarna=klarna, store=store)
+    assert (result.outcome, result.recorded_from) == ("already_disabled", "klarna_read")
+    assert [update.status for update in store.writes] == ["DISABLED"]
