@@ -189,3 +189,23 @@ def test_bad_field_types_name_the_field() -> None:
 def test_oversize_body_is_refused() -> None:
     with pytest.raises(PayloadTooLarge):
         parse_callback_body("x" * (64 * 1024 + 1))
+
+
+def test_completed_without_token_or_order_id_is_settled_by_klarna_after_the_secret_check() -> None:
+    store = FakeStore(item={"session_id": SID, SECRET_HASH: hash_callback_secret(SECRET)})
+    klarna = FakeKlarna(
+        KlarnaSession(
+            session_id=SID,
+            status="COMPLETED",
+            updated_at="2019-05-13T14:55:00Z",  # type: ignore[arg-type]
+            authorization_token="from-klarna",  # type: ignore[arg-type]
+        )
+    )
+    result = handle_callback(query(), body("COMPLETED"), store=store, klarna=klarna)
+    assert result.source == "klarna_read"
+    recorded, presented = store.writes[-1]
+    assert presented is None
+    assert recorded.session.authorization_token is not None
+    assert recorded.session.authorization_token.get_secret_value() == "from-klarna"
+    with pytest.raises(Forbidden):
+        handle_callback(query(secret="wrong"), body("COMPLETED"), store=store, klarna=klarna)

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
 
-from hpp_core.statuses import is_final
+from hpp_core.statuses import Status, is_final
 from hpp_core.timestamps import KlarnaTimestamp, format_timestamp, to_epoch_millis
 
 # Klarna's session ids are UUIDs; this allows any id Klarna might use while refusing anything that could
@@ -34,6 +34,11 @@ class KlarnaSession(BaseModel):
     authorization_token: SecretStr | None = Field(default=None, min_length=1, max_length=4096)
     order_id: ShortText | None = None
     klarna_reference: ShortText | None = None
+
+    @property
+    def lacks_completion_details(self) -> bool:
+        """COMPLETED without the authorization token or order id a downstream service needs to act."""
+        return self.status == Status.COMPLETED and self.authorization_token is None and self.order_id is None
 
 
 class KlarnaCreatedSession(BaseModel):
