@@ -12,21 +12,10 @@ import sys
 import threading
 from types import FrameType
 
+from local.cli import key_value, seconds_range
 from local.klarna_simulator.chaos import CHAOS_PROFILES, chaos_profile
 from local.klarna_simulator.simulator import KlarnaSimulator, SimulatorConfig
 from local.logs import configure_logging
-
-
-def _pair(text: str) -> tuple[float, float]:
-    low, _, high = text.partition(":")
-    return float(low), float(high or low)
-
-
-def _setting(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), value.strip()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chaos", choices=sorted(CHAOS_PROFILES), default="none")
     parser.add_argument(
         "--chaos-set",
-        type=_setting,
+        type=key_value,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -51,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--session-lifetime", type=float, default=defaults.session_lifetime, metavar="SECONDS"
     )
-    parser.add_argument("--think-time", type=_pair, default=defaults.think_time, metavar="MIN:MAX")
+    parser.add_argument("--think-time", type=seconds_range, default=defaults.think_time, metavar="MIN:MAX")
     parser.add_argument(
         "--callback-timeout", type=float, default=defaults.callback_timeout, metavar="SECONDS"
     )
