@@ -13,8 +13,8 @@ too: `redirect_url` is a page where a person can play the consumer, `qr_code_url
 `distribution_url` accepts distribution requests.
 
 The simulator's own routes, under `/_simulator/` (no auth; local only): `GET truth`, `GET truth/{id}`,
-`GET config`, `POST sessions/{id}/status` (`{"status": "COMPLETED"}`: act as the consumer) and
-`POST sessions/{id}/expire`.
+`GET config`, `POST sessions/{id}/status` (`{"status": "COMPLETED"}`: act as the consumer),
+`POST sessions/{id}/expire` and `POST chaos` (`{"profile": "heavy", "set": {"callback_drop_rate": "0.5"}}`).
 """
 
 from __future__ import annotations
@@ -827,6 +827,14 @@ class KlarnaSimulator:
                     raise _Rejected(404, "NOT_FOUND", "No such session") from None
                 except (TypeError, ValueError) as why:
                     raise _Rejected(409, "INVALID_OPERATION", str(why)) from None
+            case ["chaos"] if request.method == "POST":
+                try:
+                    body = request.json()
+                    profile = chaos_profile(str(body.get("profile", "none")), dict(body.get("set") or {}))
+                except (ValueError, TypeError, AttributeError) as why:
+                    raise _Rejected(400, "BAD_VALUE", str(why)) from None
+                self.set_chaos(profile)
+                return Response.json(200, profile.as_dict())
             case ["sessions", session_id, "expire"] if request.method == "POST":
                 try:
                     return Response.json(200, self.expire(session_id))

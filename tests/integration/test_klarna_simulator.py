@@ -546,3 +546,18 @@ def test_the_command_line_prints_its_url_and_stops_on_sigterm() -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+
+
+def test_the_control_api_changes_the_chaos_profile(simulator: KlarnaSimulator) -> None:
+    changed = call(
+        simulator, "POST", "/_simulator/chaos", {"profile": "heavy", "set": {"callback_drop_rate": "1"}}
+    )
+    assert (changed.status, changed.json()["name"], changed.json()["callback_drop_rate"]) == (
+        200,
+        "heavy+custom",
+        1.0,
+    )
+    assert simulator.chaos.callback_drop_rate == 1.0
+    assert call(simulator, "POST", "/_simulator/chaos", {"profile": "wild"}).status == 400
+    assert call(simulator, "POST", "/_simulator/chaos", {"set": {"nope": "1"}}).status == 400
+    assert simulator.chaos.name == "heavy+custom"
