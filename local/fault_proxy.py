@@ -15,7 +15,7 @@ import logging
 import random
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Self
 
 import urllib3
@@ -51,6 +51,15 @@ class AwsFaults:
         for name in ("dynamodb_throttle_rate", "put_events_failure_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
+
+    def with_overrides(self, overrides: dict[str, str]) -> AwsFaults:
+        """These faults with rates set from command-line strings, e.g. {"dynamodb_throttle_rate": "0.1"}."""
+        known = ("dynamodb_throttle_rate", "put_events_failure_rate")
+        unknown = set(overrides) - set(known)
+        if unknown:
+            raise ValueError(f"unknown AWS fault setting {sorted(unknown)}; known: {', '.join(known)}")
+        rates: dict[str, Any] = {key: float(value) for key, value in overrides.items()}
+        return replace(self, **rates)
 
     @property
     def active(self) -> bool:

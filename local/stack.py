@@ -770,6 +770,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="faults on the functions' AWS calls (DynamoDB throttling, PutEvents entry failures)",
     )
+    parser.add_argument(
+        "--aws-fault-set",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one fault rate, e.g. dynamodb_throttle_rate=0.1 or put_events_failure_rate=0.3",
+    )
     group = parser.add_argument_group("Klarna simulator")
     group.add_argument("--seed", type=int, default=simulator.seed)
     group.add_argument("--chaos", choices=sorted(CHAOS_PROFILES), default="none")
@@ -807,7 +815,9 @@ def options_from_args(args: argparse.Namespace) -> StackOptions:
         parameters=dict(args.param),
         environment=dict(args.env),
         concurrency=args.concurrency,
-        aws_faults=replace(AWS_FAULT_PROFILES[args.aws_faults], seed=args.seed),
+        aws_faults=replace(AWS_FAULT_PROFILES[args.aws_faults], seed=args.seed).with_overrides(
+            dict(args.aws_fault_set)
+        ),
     )
 
 

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -167,7 +167,7 @@ class StreamPump:
         _log.info(
             "%s ← %s (batch %d, %s, filters: %d, retries: %s, bisect: %s, partial batch: %s, on failure: %s)",
             self.mapping.function,
-            self.mapping.stream_arn.rsplit("/", 3)[-3],
+            self.mapping.stream_arn.split(":table/")[-1].split("/stream/")[0],
             self.mapping.batch_size,
             self.mapping.starting_position,
             len(self.mapping.filters.patterns),
@@ -238,32 +238,53 @@ class StreamPump:
             thread.start()
 
     def _read_shard(self, shard_id: str, position: str) -> None:
-        try:
-            iterator: str | None = self._streams.get_shard_iterator(
-                StreamArn=self.mapping.stream_arn,
-                ShardId=shard_id,
-                ShardIteratorType=position,  # type: ignore[arg-type]
-            )["ShardIterator"]
-        except (BotoCoreError, ClientError) as error:
-            _log.warning("%s: GetShardIterator failed on %s: %s", self.mapping.function, shard_id, error)
-            self._shards.pop(shard_id, None)
+        iterator: str | None = self._iterator(shard_id, position)
+        if iterator is None:
+            self._shards.pop(shard_id, None)  # discovery tries again
             return
+        last_sequence: str | None = None  # of the last record handled: where to resume
         while iterator is not None and not self._stop.is_set():
             try:
                 response = self._streams.get_records(ShardIterator=iterator, Limit=_GET_RECORDS_LIMIT)
-            except (BotoCoreError, ClientError) as error:
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "ExpiredIteratorException":
+                    _log.warning("%s: GetRecords failed on %s: %s", self.mapping.function, shard_id, error)
+                    self._stop.wait(1.0)
+                    continue
+                # An iterator lives 15 minutes: a batch retried that long (no retry limit) outlives it.
+                resume = ("AFTER_SEQUENCE_NUMBER", last_sequence) if last_sequence else (position, None)
+                renewed = self._iterator(shard_id, *resume)
+                if renewed is None:
+                    self._stop.wait(1.0)
+                else:
+                    iterator = renewed
+                continue
+            except BotoCoreError as error:
                 _log.warning("%s: GetRecords failed on %s: %s", self.mapping.function, shard_id, error)
                 self._stop.wait(1.0)
                 continue
-            iterator = response.get("NextShardIterator")
+            iterator = cast("str | None", response.get("NextShardIterator"))  # None: the shard is closed
             self._mark_reading(shard_id)
             raw_records = response.get("Records", [])
             if raw_records:
                 self._deliver_all(shard_id, raw_records)
+                last_sequence = raw_records[-1]["dynamodb"]["SequenceNumber"]
             elif iterator is not None:
                 self._stop.wait(self._poll_interval)
         if iterator is None:
             self._done.add(shard_id)
+
+    def _iterator(self, shard_id: str, position: str, sequence_number: str | None = None) -> str | None:
+        arguments: dict[str, Any] = {"StreamArn": self.mapping.stream_arn, "ShardId": shard_id}
+        arguments["ShardIteratorType"] = position
+        if sequence_number is not None:
+            arguments["SequenceNumber"] = sequence_number
+        try:
+            iterator: str = self._streams.get_shard_iterator(**arguments)["ShardIterator"]
+        except (BotoCoreError, ClientError) as error:
+            _log.warning("%s: GetShardIterator failed on %s: %s", self.mapping.function, shard_id, error)
+            return None
+        return iterator
 
     def _mark_reading(self, shard_id: str) -> None:
         if self.reading.is_set():

@@ -14,6 +14,7 @@ import boto3
 import pytest
 import urllib3
 
+from local.fault_proxy import AwsFaults
 from local.klarna_simulator import SimulatorConfig
 from local.stack import READY_KEYS, LocalStack, StackOptions
 
@@ -197,6 +198,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         simulator=SimulatorConfig(journeys="manual"),
         pump_poll_interval=0.1,
         pump_retry_delay=0.1,
+        # Puts the fault proxies between the functions and the emulators, at a rate that never fails:
+        # everything below then also proves the proxies forward faithfully.
+        aws_faults=AwsFaults(put_events_failure_rate=1e-12),
     )
     with LocalStack(options) as running:
         yield running
@@ -261,10 +265,14 @@ def test_functions_get_their_template_environment_resolved_to_local_resources(st
         "username": SimulatorConfig.username,
         "password": SimulatorConfig.password,
     }
+    # The functions talk to AWS through the fault proxies; the ready line names the emulators themselves.
+    proxies = {proxy.name: proxy.url for proxy in stack.proxies}
     assert (env["AWS_ENDPOINT_URL"], env["AWS_ENDPOINT_URL_DYNAMODB"]) == (
-        ready["aws_endpoint_url"],
-        ready["dynamodb_endpoint_url"],
+        proxies["moto"],
+        proxies["dynamodb"],
     )
+    assert stack.proxies[0].upstream == ready["dynamodb_endpoint_url"]
+    assert stack.proxies[1].upstream == ready["aws_endpoint_url"]
     assert env["AWS_LAMBDA_FUNCTION_NAME"] == "plugin-EchoFunction"
 
 

@@ -461,14 +461,17 @@ def test_journeys_reach_every_status_with_strictly_later_timestamps_and_the_trut
                 )
         expected = [c["status"] for c in session["history"] if c["source"] == "consumer"]
         assert [e["status"] for e in session["callbacks"]] == expected
-    # Without chaos every consumer change reached the merchant exactly once, in order per session.
+    # Without chaos every consumer change reached the merchant exactly once (in any order, as with Klarna:
+    # two changes milliseconds apart are sent concurrently).
     delivered = [r.json() for r in receiver.received]
     assert len(delivered) == sum(len(s["callbacks"]) for s in sessions)
     by_session: dict[str, list[str]] = {}
     for body in delivered:
         by_session.setdefault(body["session"]["session_id"], []).append(body["session"]["status"])
     for session in sessions:
-        assert by_session.get(session["session_id"], []) == [e["status"] for e in session["callbacks"]]
+        assert sorted(by_session.get(session["session_id"], [])) == sorted(
+            e["status"] for e in session["callbacks"]
+        )
 
 
 def test_merchant_disable_steps_go_to_the_configured_url(receiver: CallbackReceiver) -> None:

@@ -308,3 +308,62 @@ def test_the_mapping_reads_sams_dynamodb_event_properties() -> None:
         -1,
         False,
     )
+
+
+class ExpiringStreams:
+    """A streams client whose first iterator expires after one batch, as one does after 15 minutes."""
+
+    def __init__(self) -> None:
+        self.records = [
+            {
+                "eventName": "INSERT",
+                "dynamodb": {"Keys": {"session_id": {"S": f"s-{n}"}}, "SequenceNumber": f"{n:03d}"},
+            }
+            for n in range(4)
+        ]
+        self.iterator_requests: list[dict[str, Any]] = []
+        self.expired_once = False
+
+    def describe_stream(self, **_: Any) -> dict[str, Any]:
+        return {"StreamDescription": {"Shards": [{"ShardId": "shard-1"}]}}
+
+    def get_shard_iterator(self, **arguments: Any) -> dict[str, Any]:
+        self.iterator_requests.append(arguments)
+        start = 0
+        if arguments["ShardIteratorType"] == "AFTER_SEQUENCE_NUMBER":
+            start = int(arguments["SequenceNumber"]) + 1
+        return {"ShardIterator": f"at-{start}"}
+
+    def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:
+        position = int(ShardIterator.split("-")[1])
+        if position == 2 and not self.expired_once:
+            self.expired_once = True
+            from botocore.exceptions import ClientError
+
+            raise ClientError(
+                {"Error": {"Code": "ExpiredIteratorException", "Message": "expired"}}, "GetRecords"
+            )
+        batch = self.records[position : position + 2]
+        return {"Records": batch, "NextShardIterator": f"at-{position + len(batch)}"}
+
+
+def test_an_expired_iterator_is_renewed_after_the_last_handled_record() -> None:
+    streams = ExpiringStreams()
+    function = FakeFunction()
+    mapping = StreamMapping(
+        function="P", function_arn=FUNCTION_ARN, stream_arn="arn:stream", starting_position="TRIM_HORIZON"
+    )
+    pump = StreamPump(mapping, streams=streams, invoke=function, poll_interval=0.01)  # type: ignore[arg-type]
+    pump.start()
+    try:
+        function.wait_for(lambda: sum(map(len, function.batches)) >= 4)
+    finally:
+        pump.stop()
+
+    assert function.batches == [["s-0", "s-1"], ["s-2", "s-3"]]
+    assert streams.iterator_requests[1] == {
+        "StreamArn": "arn:stream",
+        "ShardId": "shard-1",
+        "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
+        "SequenceNumber": "001",
+    }
