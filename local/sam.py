@@ -120,6 +120,12 @@ class Template:
             specs.append(FunctionSpec(logical_id, properties, events))
         return specs
 
+    def api_properties(self, logical_id: str) -> dict[str, Any]:
+        """An AWS::Serverless::Api's properties with Globals.Api merged in (implicit API: Globals only)."""
+        globals_ = ((self.document.get("Globals") or {}).get("Api")) or {}
+        own = self.properties(logical_id) if logical_id in self.resources else {}
+        return _merge_maps(globals_, own)
+
     def layer_path(self, logical_id: str) -> Path:
         """Where a layer's code is, as Lambda would put it on sys.path (SAM builds `python/` from it)."""
         content = self.properties(logical_id).get("ContentUri")

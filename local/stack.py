@@ -161,6 +161,7 @@ class LocalStack:
         _log.info("DynamoDB Local on %s (pid %s)", self.dynamodb.endpoint_url, self.dynamodb.pid)
         _log.info("moto on %s (pid %s)", self.moto.endpoint_url, self.moto.pid)
         self._start_klarna()
+        self._drop_resources_whose_condition_is_false()
         self._name_resources()
         self._create_tables()
         self._create_aws_resources()
@@ -258,6 +259,20 @@ class LocalStack:
 
     def _arn(self, service: str, resource: str) -> str:
         return f"arn:aws:{service}:{self.options.region}:{self.options.account}:{resource}"
+
+    def _drop_resources_whose_condition_is_false(self) -> None:
+        """A resource with `Condition: X` exists only when X holds (with the local parameter values)."""
+        resolver = self._resolver()
+        dropped = [
+            logical_id
+            for logical_id, resource in self.template.resources.items()
+            if "Condition" in resource and not resolver.condition(str(resource["Condition"]))
+        ]
+        for logical_id in dropped:
+            del self.template.resources[logical_id]
+        if dropped:
+            _log.info("left out (their Condition is false): %s", ", ".join(sorted(dropped)))
+            self._functions = {spec.logical_id: spec for spec in self.template.functions()}
 
     def _name_resources(self) -> None:
         """Give every resource its local name and ARN before anything is created, so any can refer to any."""

@@ -30,6 +30,9 @@ TEMPLATE = textwrap.dedent(
       Stage: {Type: String, Default: v1}
       KlarnaApiUrl: {Type: String, Default: "https://api.playground.klarna.com"}
       KlarnaCredentialsSecretArn: {Type: String}
+      AlarmEmail: {Type: String, Default: ""}
+    Conditions:
+      HasAlarmEmail: !Not [!Equals [!Ref AlarmEmail, ""]]
     Globals:
       Function:
         Runtime: python3.13
@@ -71,6 +74,9 @@ TEMPLATE = textwrap.dedent(
       Dlq:
         Type: AWS::SQS::Queue
         Properties: {MessageRetentionPeriod: 1209600}
+      AlarmQueue:
+        Type: AWS::SQS::Queue
+        Condition: HasAlarmEmail
       Api:
         Type: AWS::Serverless::Api
         Properties:
@@ -241,6 +247,7 @@ def test_every_resource_of_the_template_exists_locally(stack: LocalStack) -> Non
     assert [a["ArchiveName"] for a in events.list_archives()["Archives"]] == ["plugin-BusArchive"]
     queues = aws(stack, "sqs").list_queues()["QueueUrls"]
     assert any(url.endswith("/plugin-Dlq") for url in queues)
+    assert not any(url.endswith("/plugin-AlarmQueue") for url in queues), "its Condition is false"
     assert ready["events_queue_url"] in queues
     assert set(stack.runtimes) == {"EchoFunction", "RecorderFunction", "TickerFunction"}
 

@@ -21,6 +21,9 @@ SCRATCH = textwrap.dedent(
     Mappings:
       Regions: {eu-west-1: {Short: euw1}}
     Globals:
+      Api:
+        BinaryMediaTypes: [image~1png]
+        Auth: {DefaultAuthorizer: AWS_IAM}
       Function:
         Timeout: 10
         Layers: [!Ref Core]
@@ -29,6 +32,7 @@ SCRATCH = textwrap.dedent(
     Resources:
       Core: {Type: AWS::Serverless::LayerVersion, Properties: {ContentUri: layers/core}}
       Table: {Type: AWS::DynamoDB::Table, Properties: {}}
+      Api: {Type: AWS::Serverless::Api, Properties: {StageName: v2, Auth: {ApiKeyRequired: false}}}
       First:
         Type: AWS::Serverless::Function
         Properties:
@@ -82,6 +86,15 @@ def test_globals_merge_as_sam_merges_them(template: Template) -> None:
     assert second.properties["Environment"]["Variables"]["SHARED"] == "global"
     assert [(event.name, event.type) for event in first.events] == [("Hook", "Api")]
     assert first.events_of("DynamoDB") == []
+
+
+def test_apis_get_globals_api_merged_and_the_implicit_api_gets_only_the_globals(template: Template) -> None:
+    assert template.api_properties("Api") == {
+        "StageName": "v2",
+        "BinaryMediaTypes": ["image~1png"],
+        "Auth": {"DefaultAuthorizer": "AWS_IAM", "ApiKeyRequired": False},
+    }
+    assert template.api_properties("ServerlessRestApi")["Auth"] == {"DefaultAuthorizer": "AWS_IAM"}
 
 
 @pytest.mark.parametrize(
