@@ -399,24 +399,9 @@ class LocalStack:
 
     def _create_queue(self, sqs: SQSClient, logical_id: str, props: dict[str, Any]) -> None:
         name = self.values.attributes[logical_id]["QueueName"]
+        # CreateQueue takes these properties as attributes, as strings (a RedrivePolicy as JSON).
         attributes = {
-            key: json.dumps(value)
-            if isinstance(value, dict)
-            else str(value).lower()
-            if isinstance(value, bool)
-            else str(value)
-            for key, value in props.items()
-            if key
-            in (
-                "DelaySeconds",
-                "MaximumMessageSize",
-                "MessageRetentionPeriod",
-                "ReceiveMessageWaitTimeSeconds",
-                "VisibilityTimeout",
-                "FifoQueue",
-                "ContentBasedDeduplication",
-                "RedrivePolicy",
-            )
+            key: _attribute_value(value) for key, value in props.items() if key in _QUEUE_ATTRIBUTES
         }
         url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]  # type: ignore[arg-type]
         self.values.refs[logical_id] = self.values.attributes[logical_id]["QueueUrl"] = url
@@ -725,6 +710,20 @@ class LocalStack:
     def _first_ref(self, resource_type: str) -> str | None:
         ids = list(self.template.of_type(resource_type))
         return self.values.refs.get(ids[0]) if ids else None
+
+
+_QUEUE_ATTRIBUTES = frozenset({
+    "DelaySeconds", "MaximumMessageSize", "MessageRetentionPeriod", "ReceiveMessageWaitTimeSeconds",
+    "VisibilityTimeout", "FifoQueue", "ContentBasedDeduplication", "RedrivePolicy",
+})  # fmt: skip
+
+
+def _attribute_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _layer_ref(item: Any) -> Any:
