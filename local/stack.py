@@ -68,6 +68,11 @@ _log = logging.getLogger("local.stack")
 # The template's contract with the stack: these parameters get the local Klarna's URL and secret.
 KLARNA_URL_PARAMETER = "KlarnaApiUrl"
 KLARNA_SECRET_PARAMETER = "KlarnaCredentialsSecretArn"
+# ... and this one the local API's URL: the sessions API builds Klarna's status_update URLs on it (on AWS
+# they come from the request's execute-api domain, which the local gateway does not have).
+CALLBACK_BASE_URL_PARAMETER = "CallbackBaseUrl"
+# In --param and --env values, replaced by the local API's URL (stage included) once the gateway listens.
+API_URL_PLACEHOLDER = "{api_url}"
 FAKE_KEY = "local"  # the emulators accept any credentials
 _CLIENT_CONFIG = Config(
     connect_timeout=2, read_timeout=30, retries={"mode": "standard", "total_max_attempts": 3}
@@ -342,10 +347,13 @@ class LocalStack:
 
     def _resolver(self) -> Resolver:
         options = self.options
-        parameters = dict(options.parameters)
+        parameters = {name: self._with_api_url(value) for name, value in options.parameters.items()}
         parameters.setdefault(KLARNA_URL_PARAMETER, self._klarna_url)
         if self._klarna_secret_arn:
             parameters.setdefault(KLARNA_SECRET_PARAMETER, self._klarna_secret_arn)
+        api_url = self._api_url()
+        if api_url and CALLBACK_BASE_URL_PARAMETER in (self.template.document.get("Parameters") or {}):
+            parameters.setdefault(CALLBACK_BASE_URL_PARAMETER, api_url)
         pseudo = {
             "AWS::Region": options.region,
             "AWS::AccountId": options.account,
@@ -553,7 +561,7 @@ class LocalStack:
         if logging_config.get("LogFormat"):
             environment["AWS_LAMBDA_LOG_FORMAT"] = str(logging_config["LogFormat"])
         environment.update(variables)
-        environment.update(options.environment)
+        environment.update({name: self._with_api_url(value) for name, value in options.environment.items()})
         reserved = props.get("ReservedConcurrentExecutions")
         concurrency = (
             options.concurrency if reserved is None else max(1, min(options.concurrency, int(reserved)))
@@ -641,6 +649,10 @@ class LocalStack:
                     )
                 )
         return routes
+
+    def _with_api_url(self, value: str) -> str:
+        api_url = self._api_url()
+        return value.replace(API_URL_PLACEHOLDER, api_url) if api_url else value
 
     def _api_url(self) -> str | None:
         """The URL of the template's first API with routes (its stage included), like the ApiUrl output."""

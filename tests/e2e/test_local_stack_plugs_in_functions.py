@@ -31,6 +31,7 @@ TEMPLATE = textwrap.dedent(
       KlarnaApiUrl: {Type: String, Default: "https://api.playground.klarna.com"}
       KlarnaCredentialsSecretArn: {Type: String}
       AlarmEmail: {Type: String, Default: ""}
+      CallbackBaseUrl: {Type: String, Default: ""}
     Conditions:
       HasAlarmEmail: !Not [!Equals [!Ref AlarmEmail, ""]]
     Globals:
@@ -93,6 +94,7 @@ TEMPLATE = textwrap.dedent(
               STREAM_ARN: !GetAtt Table.StreamArn
               ARCHIVE: !Ref BusArchive
               API_URL: !Sub "https://${Api}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${Stage}"
+              CALLBACK_BASE_URL: !Ref CallbackBaseUrl
           Events:
             GetItem:
               Type: Api
@@ -153,7 +155,7 @@ import os
 def handler(event, context):
     names = ("TABLE_NAME", "BUS_NAME", "DLQ_URL", "STREAM_ARN", "ARCHIVE", "API_URL", "KLARNA_API_URL",
              "KLARNA_CREDENTIALS_SECRET_ARN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB",
-             "AWS_LAMBDA_FUNCTION_NAME")
+             "AWS_LAMBDA_FUNCTION_NAME", "CALLBACK_BASE_URL", "SELF_URL")
     body = {"event": event, "env": {name: os.environ.get(name) for name in names}}
     return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body)}
 """
@@ -207,6 +209,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         # Puts the fault proxies between the functions and the emulators, at a rate that never fails:
         # everything below then also proves the proxies forward faithfully.
         aws_faults=AwsFaults(put_events_failure_rate=1e-12),
+        environment={"SELF_URL": "{api_url}/hook"},
     )
     with LocalStack(options) as running:
         yield running
@@ -260,6 +263,8 @@ def test_functions_get_their_template_environment_resolved_to_local_resources(st
 
     assert ready["api_url"].endswith("/v1")
     assert env["API_URL"] == ready["api_url"], "the API's AWS URL becomes the local gateway's"
+    assert env["CALLBACK_BASE_URL"] == ready["api_url"], "the sessions API builds status_update URLs on it"
+    assert env["SELF_URL"] == f"{ready['api_url']}/hook"
     assert (env["TABLE_NAME"], env["BUS_NAME"]) == (ready["table_name"], ready["event_bus_name"])
     assert (
         env["STREAM_ARN"]
