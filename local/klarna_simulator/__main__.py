@@ -1,0 +1,117 @@
+"""`python -m local.klarna_simulator`: run the simulator on its own until Ctrl-C or SIGTERM.
+
+Prints one JSON line when ready (`klarna_url`, `username`, `password`); logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from types import FrameType
+
+from local.cli import key_value, seconds_range
+from local.klarna_simulator.chaos import CHAOS_PROFILES, chaos_profile
+from local.klarna_simulator.simulator import KlarnaSimulator, SimulatorConfig
+from local.logs import configure_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = SimulatorConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m local.klarna_simulator",
+        description="Klarna HPP API simulator: sessions, seeded consumer journeys, callbacks, chaos, truth.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 (default): any free port")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--chaos", choices=sorted(CHAOS_PROFILES), default="none")
+    parser.add_argument(
+        "--chaos-set",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one chaos setting, e.g. callback_drop_rate=0.5 or read_slow_seconds=1:4",
+    )
+    parser.add_argument("--journeys", choices=("auto", "manual"), default=defaults.journeys)
+    parser.add_argument(
+        "--session-lifetime", type=float, default=defaults.session_lifetime, metavar="SECONDS"
+    )
+    parser.add_argument("--think-time", type=seconds_range, default=defaults.think_time, metavar="MIN:MAX")
+    parser.add_argument(
+        "--callback-timeout", type=float, default=defaults.callback_timeout, metavar="SECONDS"
+    )
+    parser.add_argument("--callback-attempts", type=int, default=defaults.callback_attempts)
+    parser.add_argument(
+        "--callback-retry-delay", type=float, default=defaults.callback_retry_delay, metavar="SECONDS"
+    )
+    parser.add_argument("--callback-on-disable", action="store_true")
+    parser.add_argument(
+        "--create-rate-limit", type=int, default=defaults.create_rate_limit, metavar="PER_SECOND"
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=int,
+        default=defaults.other_rate_limit,
+        metavar="PER_SECOND",
+        help="read/disable/distribute requests per second",
+    )
+    parser.add_argument(
+        "--merchant-disable-url",
+        default=None,
+        metavar="URL",
+        help="DELETE sent here by merchant-disable journeys ({session_id} filled in)",
+    )
+    parser.add_argument("--username", default=defaults.username)
+    parser.add_argument("--password", default=defaults.password)
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+    return SimulatorConfig(
+        username=args.username,
+        password=args.password,
+        seed=args.seed,
+        session_lifetime=args.session_lifetime,
+        journeys=args.journeys,
+        think_time=args.think_time,
+        chaos=chaos_profile(args.chaos, dict(args.chaos_set)),
+        callback_timeout=args.callback_timeout,
+        callback_attempts=args.callback_attempts,
+        callback_retry_delay=args.callback_retry_delay,
+        callback_on_disable=args.callback_on_disable,
+        create_rate_limit=args.create_rate_limit,
+        other_rate_limit=args.rate_limit,
+        merchant_disable_url=args.merchant_disable_url,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
+    configure_logging(args.log_level)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with KlarnaSimulator(config, host=args.host, port=args.port) as simulator:
+        ready = {"klarna_url": simulator.url, "username": config.username, "password": config.password}
+        print(json.dumps(ready), flush=True)
+        while not stop.wait(0.5):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

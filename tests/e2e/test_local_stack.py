@@ -1,0 +1,258 @@
+"""`python -m local.stack` on the real template.yaml, as a user runs it: the ready line, a Klarna callback
+to a session's real status_update URL applied on DynamoDB Local, and nothing left running afterwards."""
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import boto3
+import pytest
+import urllib3
+
+from hpp_core.callback_secrets import hash_callback_secret, new_callback_secret, status_update_url
+from hpp_core.repository import SessionRepository
+from hpp_core.timestamps import parse_timestamp
+from local.sam import Template
+from local.stack import READY_KEYS
+from tests.support.processes import alive, command_line, descendants, wait_gone
+
+pytestmark = pytest.mark.e2e
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(total=15))
+KP_SESSION_URL = "https://api.playground.klarna.com/payments/v1/sessions/5a0b4c3e-2d1f-4e6a-9b8c-7d6e5f4a3b2c"
+
+
+@dataclass
+class RunningStack:
+    process: subprocess.Popen[str]
+    ready: dict[str, Any]
+    log: Path
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:]
+
+
+def start_stack(tmp_path: Path, *args: str) -> RunningStack:
+    log = tmp_path / f"stack-{uuid.uuid4().hex[:6]}.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "local.stack", "--port", "0", *args],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    assert process.stdout is not None
+    line = _read_line(process.stdout, timeout=90)
+    if not line:
+        process.kill()
+        raise AssertionError(f"no ready line; exit code {process.poll()}\n{log.read_text()[-6000:]}")
+    return RunningStack(process, json.loads(line), log)
+
+
+def _read_line(stream: IO[str], timeout: float) -> str:
+    ready, _, _ = select.select([stream], [], [], timeout)
+    return stream.readline() if ready else ""
+
+
+def stop_stack(stack: RunningStack, sig: int = signal.SIGTERM) -> int:
+    if stack.process.poll() is None:
+        stack.process.send_signal(sig)
+    try:
+        return stack.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        stack.process.kill()
+        raise
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    running = start_stack(
+        tmp_path_factory.mktemp("stack"),
+        "--journeys",
+        "manual",
+        "--callback-retry-delay",
+        "0.2",
+        "--poll-interval",
+        "60",
+    )
+    yield running
+    stop_stack(running)
+
+
+def dynamodb(stack: RunningStack) -> Any:
+    return boto3.client("dynamodb", endpoint_url=stack.ready["dynamodb_endpoint_url"])
+
+
+def klarna(stack: RunningStack, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        headers.update(urllib3.make_headers(basic_auth="PK_simulator_merchant:simulator-password"))
+    data = json.dumps(body).encode() if body is not None else None
+    return HTTP.request(method, stack.ready["klarna_url"] + path, body=data, headers=headers)
+
+
+def tracked_session(stack: RunningStack) -> tuple[str, str, SessionRepository]:
+    """A Klarna session whose status_update is the tracker's callback URL, tracked as POST /sessions would."""
+    secret = new_callback_secret()
+    callback_url = status_update_url(f"{stack.ready['api_url']}/callbacks/hpp", secret)
+    created = klarna(
+        stack,
+        "POST",
+        "/hpp/v1/sessions",
+        {"payment_session_url": KP_SESSION_URL, "merchant_urls": {"status_update": callback_url}},
+    ).json()
+    repository = SessionRepository(stack.ready["table_name"], dynamodb(stack))
+    repository.create_session(
+        created["session_id"],
+        expires_at=parse_timestamp(created["expires_at"]),
+        session_url=created["session_url"],
+        callback_secret_hash=hash_callback_secret(secret),
+    )
+    return created["session_id"], secret, repository
+
+
+def wait_for_status(repository: SessionRepository, session_id: str, status: str, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        item = repository.get_item(session_id)
+        if item is not None and item["status"] == status:
+            return item
+        time.sleep(0.1)
+    raise AssertionError(f"{session_id} never reached {status}: {repository.get_item(session_id)}")
+
+
+def test_the_ready_line_names_every_local_endpoint(stack: RunningStack) -> None:
+    ready = stack.ready
+    template = Template.load()
+    assert list(ready) == list(READY_KEYS)
+    assert ready["api_url"].startswith("http://127.0.0.1:") and ready["api_url"].endswith("/prod")
+    for key in ("aws_endpoint_url", "dynamodb_endpoint_url", "klarna_url"):
+        assert ready[key].startswith("http://127.0.0.1:")
+    table = dynamodb(stack).describe_table(TableName=ready["table_name"])["Table"]
+    assert table["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+    # Keys for resources the template does not have yet (the bus arrives with the publisher) are null.
+    has_bus = bool(template.of_type("AWS::Events::EventBus"))
+    assert (ready["event_bus_name"] is not None) == has_bus
+    assert (ready["events_queue_url"] is not None) == has_bus
+
+
+def test_a_klarna_callback_to_the_sessions_status_update_url_is_applied(stack: RunningStack) -> None:
+    session_id, _, repository = tracked_session(stack)
+
+    moved = klarna(
+        stack, "POST", f"/_simulator/sessions/{session_id}/status", {"status": "IN_PROGRESS"}, auth=False
+    )
+    assert moved.status == 200
+
+    item = wait_for_status(repository, session_id, "IN_PROGRESS")
+    assert item["last_source"] == "callback"
+    assert item["updated_at"] == moved.json()["updated_at"]
+
+
+def test_an_empty_callback_is_settled_by_reading_klarna_with_the_credentials_from_secrets_manager(
+    stack: RunningStack,
+) -> None:
+    session_id, _, repository = tracked_session(stack)
+    assert (
+        klarna(stack, "POST", "/_simulator/chaos", {"set": {"callback_empty_rate": "1"}}, auth=False).status
+        == 200
+    )
+    try:
+        klarna(
+            stack, "POST", f"/_simulator/sessions/{session_id}/status", {"status": "COMPLETED"}, auth=False
+        )
+        item = wait_for_status(repository, session_id, "COMPLETED")
+    finally:
+        klarna(stack, "POST", "/_simulator/chaos", {"profile": "none"}, auth=False)
+
+    truth = klarna(stack, "GET", f"/_simulator/truth/{session_id}", auth=False).json()
+    assert item["last_source"] == "klarna_read"
+    assert item["authorization_token"] == truth["authorization_token"]
+    assert truth["callbacks"][0]["chaos"] == ["emptied"]
+
+
+def test_a_callback_with_an_altered_secret_is_refused_and_changes_nothing(stack: RunningStack) -> None:
+    session_id, secret, repository = tracked_session(stack)
+    body = {
+        "event_id": str(uuid.uuid4()),
+        "session": {
+            "session_id": session_id,
+            "status": "COMPLETED",
+            "updated_at": "2099-01-01T00:00:00.000Z",
+            "authorization_token": "forged",
+        },
+    }
+    altered = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+    response = HTTP.request(
+        "POST",
+        f"{stack.ready['api_url']}/callbacks/hpp?session_id={session_id}&secret={altered}",
+        body=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status == 403
+    item = repository.get_item(session_id)
+    assert item is not None and item["status"] == "WAITING" and "authorization_token" not in item
+
+
+def _children_of(stack: RunningStack) -> set[int]:
+    children = descendants(stack.process.pid)
+    names = " ".join(command_line(pid) for pid in children)
+    assert "DynamoDBLocal.jar" in names and "moto.server" in names and "lambda_worker.py" in names, names
+    return children
+
+
+def test_sigterm_stops_everything_the_stack_started(tmp_path: Path) -> None:
+    stack = start_stack(tmp_path, "--journeys", "manual")
+    children = _children_of(stack)
+
+    assert stop_stack(stack, signal.SIGTERM) == 0
+    assert wait_gone(children, timeout=10) == set(), stack.log_tail()
+    assert "stopped" in stack.log_tail()
+
+
+def test_even_a_killed_stack_leaves_no_java_moto_or_function_process(tmp_path: Path) -> None:
+    stack = start_stack(tmp_path, "--journeys", "manual")
+    children = _children_of(stack)
+
+    stop_stack(stack, signal.SIGKILL)  # no chance to clean up: the kernel and closed pipes must do it
+
+    left = wait_gone(children, timeout=15)
+    for pid in left:  # do not leak them into the rest of the run
+        os.kill(pid, signal.SIGKILL)
+    assert left == set(), [command_line(pid) for pid in left if alive(pid)]
+
+
+def test_a_stack_that_cannot_start_says_why_and_leaves_nothing(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "local.stack", "--port", str(port)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stdout == ""  # no ready line
+    assert "the local stack did not start" in result.stderr and "Address already in use" in result.stderr
+    # The emulators had started (the gateway comes later): the log names them, and they are gone.
+    started = {int(pid) for pid in re.findall(r"\(pid (\d+)\)", result.stderr)}
+    assert len(started) == 2, result.stderr
+    assert wait_gone(started, timeout=10) == set()
