@@ -32,7 +32,9 @@ def at(minutes: float) -> datetime:
 
 def clocked(repository: SessionRepository, moment: datetime, shards: int = 8) -> SessionRepository:
     """The same table, seen by a repository whose clock says `moment`."""
-    return SessionRepository(repository.table_name, repository.client, poll_shards=shards, clock=lambda: moment)
+    return SessionRepository(
+        repository.table_name, repository.client, poll_shards=shards, clock=lambda: moment
+    )
 
 
 def observe(
