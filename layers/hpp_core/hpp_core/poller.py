@@ -395,6 +395,9 @@ def run_poll(
         try:
             deadline = monotonic() + (remaining_time_ms() - margin_ms) / 1000
             if run.stop.is_set() or not run.limiter.acquire(deadline):
+                if not run.stop.is_set():
+                    # No grant before the margin: no later session would get one either.
+                    run.halt(StopReason.TIME_BUDGET, cancel_waits=False)
                 run.record(SessionResult(due.session_id, PollOutcome.LEFT_DUE))
                 return
             result = poll_session(due, store=store, klarna=klarna, policy=policy, clock=clock)
