@@ -19,8 +19,8 @@ from hpp_core.settings import load_settings
 settings = load_settings(PollerSettings)
 logger = Logger()
 metrics = Metrics()
-# One DynamoDB connection per worker, plus the run loop's own for the due index queries.
-repository = session_repository(settings, max_pool_connections=settings.poll_concurrency + 2)
+# One DynamoDB connection per worker (two per Klarna read in flight), plus the run loop's for the queries.
+repository = session_repository(settings, max_pool_connections=settings.poll_concurrency * 2 + 2)
 klarna = klarna_client(settings)
 
 # Emitted every run, zero or not, so dashboards and alarms see a value (each is one custom metric).

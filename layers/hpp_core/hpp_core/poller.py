@@ -41,6 +41,8 @@ from hpp_core.timestamps import to_epoch_millis, utc_now
 PAGE_SIZE = 100
 # Per-session problems kept for the run's log (counts are always complete; this only bounds log lines).
 MAX_PROBLEMS_REPORTED = 50
+# Sessions in hand per Klarna read in flight: the others write to DynamoDB or wait for a read slot.
+WORKERS_PER_READ = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -371,6 +373,38 @@ def due_sessions(store: PollStore, *, due_by_ms: int, page_size: int, run: _Run)
     return heapq.merge(*shards, key=lambda due: due.poll_due_at)
 
 
+class _NoGrant(Exception):
+    """No Klarna read may start for this session: the run is stopping or out of time."""
+
+
+class _PacedKlarna:
+    """Klarna as the run's workers see it: at most `concurrency` reads in flight, each one paced.
+
+    The slot is taken before the rate limiter's grant, so a read waiting for a slot never leaves
+    with a grant that has aged into a burst; the DynamoDB writes around a read happen outside the slot,
+    so they do not hold back the next read.
+    """
+
+    def __init__(
+        self, klarna: SessionReader, run: _Run, deadline: Callable[[], float], concurrency: int
+    ) -> None:
+        self._klarna = klarna
+        self._run = run
+        self._deadline = deadline
+        self._slots = threading.BoundedSemaphore(concurrency)
+
+    def read_session(self, session_id: str) -> KlarnaSession:
+        with self._slots:
+            if self._run.stop.is_set():
+                raise _NoGrant
+            if not self._run.limiter.acquire(self._deadline()):
+                if not self._run.stop.is_set():
+                    # No grant before the margin: no later session would get one either.
+                    self._run.halt(StopReason.TIME_BUDGET, cancel_waits=False)
+                raise _NoGrant
+            return self._klarna.read_session(session_id)
+
+
 def run_poll(
     store: PollStore,
     klarna: SessionReader,
@@ -386,34 +420,37 @@ def run_poll(
     run = _Run(policy, limiter or RateLimiter(policy.rate_per_second, clock=monotonic))
     margin_ms = policy.time_margin_seconds * 1000
     started_ms = to_epoch_millis(clock())
-    workers = threading.BoundedSemaphore(policy.concurrency)
+    paced = _PacedKlarna(
+        klarna,
+        run,
+        deadline=lambda: monotonic() + (remaining_time_ms() - margin_ms) / 1000,
+        concurrency=policy.concurrency,
+    )
+    # Twice as many sessions in hand as reads in flight: one worker writes while another reads.
+    threads = policy.concurrency * WORKERS_PER_READ
+    workers = threading.BoundedSemaphore(threads)
 
     def out_of_time() -> bool:
         return remaining_time_ms() < margin_ms
 
     def work(due: DueSession) -> None:
         try:
-            deadline = monotonic() + (remaining_time_ms() - margin_ms) / 1000
-            if run.stop.is_set() or not run.limiter.acquire(deadline):
-                if not run.stop.is_set():
-                    # No grant before the margin: no later session would get one either.
-                    run.halt(StopReason.TIME_BUDGET, cancel_waits=False)
-                run.record(SessionResult(due.session_id, PollOutcome.LEFT_DUE))
-                return
-            result = poll_session(due, store=store, klarna=klarna, policy=policy, clock=clock)
+            result = poll_session(due, store=store, klarna=paced, policy=policy, clock=clock)
             if result.outcome is PollOutcome.THROTTLED:
                 run.limiter.slow_down(result.retry_after)
             elif result.outcome is PollOutcome.AUTH_FAILED:
                 # Wrong credentials fail every call alike: hammering Klarna helps nobody.
                 run.halt(StopReason.KLARNA_AUTH_FAILED, cancel_waits=True)
             run.record(result)
+        except _NoGrant:
+            run.record(SessionResult(due.session_id, PollOutcome.LEFT_DUE))
         except Exception as exc:  # a bug must cost one session, not the run
             run.record(SessionResult(due.session_id, PollOutcome.ERROR, "Unexpected", exc))
         finally:
             workers.release()
 
     sessions = due_sessions(store, due_by_ms=started_ms, page_size=policy.page_size, run=run)
-    with ThreadPoolExecutor(max_workers=policy.concurrency, thread_name_prefix="poll") as pool:
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="poll") as pool:
         while not run.stop.is_set():
             if out_of_time():
                 # Workers already paced within the budget finish their session; nothing new starts.
