@@ -17,12 +17,13 @@ from hpp_core.repository import (
     SessionRepository,
     WriteOutcome,
 )
-from hpp_core.timestamps import to_epoch_millis
+from hpp_core.timestamps import to_epoch_millis, utc_now
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-CREATED = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+# Relative to now: DynamoDB Local deletes rows whose TTL (expires_at + 90 days) has passed.
+CREATED = utc_now().replace(microsecond=0)
 EXPIRES = CREATED + timedelta(hours=47)
 
 

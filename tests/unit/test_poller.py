@@ -2,6 +2,7 @@
 
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from hpp_core.poller import (
     PollOutcome,
     PollPolicy,
     StopReason,
+    due_sessions,
     expired_stamp_ms,
     expired_update,
     from_epoch_millis,
@@ -198,14 +200,24 @@ def run(
     return run_poll(store, klarna, policy=policy, remaining_time_ms=lambda: remaining_ms, clock=lambda: NOW)
 
 
-def test_a_run_polls_every_due_session_across_shards_oldest_first() -> None:
+def test_due_sessions_come_oldest_first_over_all_shards_page_by_page() -> None:
     sessions = [due(f"s{n}", minutes_late=n, poll_shard=f"{n % 3:02d}") for n in range(1, 10)]
-    store = MemoryStore(sessions, shards=3)
-    klarna = ScriptedKlarna()
-    report = run(
-        store, klarna, PollPolicy(concurrency=1, rate_per_second=1000, time_margin_seconds=1, page_size=2)
+    pages: list[DuePage] = []
+    found = due_sessions(
+        MemoryStore(sessions, shards=3), due_by_ms=to_epoch_millis(NOW), page_size=2, on_page=pages.append
     )
-    assert klarna.reads == [f"s{n}" for n in range(9, 0, -1)], "oldest due first, over all shards"
+    first = next(found)
+    assert first.session_id == "s9"
+    assert len(pages) == 3, "one page per shard to start with: nothing is read ahead of need"
+    assert [first.session_id] + [d.session_id for d in found] == [f"s{n}" for n in range(9, 0, -1)]
+    assert sum(page.scanned_count for page in pages) == 9
+
+
+def test_a_run_polls_every_due_session_and_reports_its_lag() -> None:
+    sessions = [due(f"s{n}", minutes_late=n, poll_shard=f"{n % 3:02d}") for n in range(1, 10)]
+    klarna = ScriptedKlarna()
+    report = run(MemoryStore(sessions, shards=3), klarna, replace(FAST, page_size=2))
+    assert sorted(klarna.reads) == sorted(f"s{n}" for n in range(1, 10))
     assert report.due == report.index_items_read == 9
     assert report.outcomes[PollOutcome.CHANGED] == 9
     assert report.oldest_due_lag_seconds == pytest.approx(9 * 60)

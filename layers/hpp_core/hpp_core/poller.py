@@ -356,14 +356,16 @@ class _Run:
             self.limiter.cancel()
 
 
-def due_sessions(store: PollStore, *, due_by_ms: int, page_size: int, run: _Run) -> Iterator[DueSession]:
-    """Every due session over all shards, oldest first, read page by page only as the run needs them."""
+def due_sessions(
+    store: PollStore, *, due_by_ms: int, page_size: int, on_page: Callable[[DuePage], None] = lambda _: None
+) -> Iterator[DueSession]:
+    """Every due session over all shards, oldest first, read page by page only as the caller needs them."""
 
     def shard_sessions(shard: str) -> Iterator[DueSession]:
         start_key: Mapping[str, Any] | None = None
         while True:
             page = store.due_sessions_page(shard, due_by_ms=due_by_ms, limit=page_size, start_key=start_key)
-            run.report.index_items_read += page.scanned_count
+            on_page(page)
             yield from page.sessions
             if page.next_start_key is None:
                 return
@@ -449,7 +451,10 @@ def run_poll(
         finally:
             workers.release()
 
-    sessions = due_sessions(store, due_by_ms=started_ms, page_size=policy.page_size, run=run)
+    def count_read(page: DuePage) -> None:
+        run.report.index_items_read += page.scanned_count
+
+    sessions = due_sessions(store, due_by_ms=started_ms, page_size=policy.page_size, on_page=count_read)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="poll") as pool:
         while not run.stop.is_set():
             if out_of_time():
