@@ -56,6 +56,16 @@ def test_time_not_used_is_not_saved_up_for_a_burst() -> None:
     assert times[1] - times[0] == pytest.approx(1 / (10 * RATE_HEADROOM))
 
 
+def test_a_late_worker_does_not_let_the_next_ones_catch_up() -> None:
+    fake = FakeTime()
+    limit = limiter(10, fake)
+    grant_times(limit, fake, 2)
+    fake.now += 0.35  # the process stalled for a few intervals
+    times = grant_times(limit, fake, 4)
+    interval = 1 / (10 * RATE_HEADROOM)
+    assert all(b - a == pytest.approx(interval) for a, b in itertools.pairwise(times)), "no clump after"
+
+
 def test_a_grant_past_the_deadline_is_refused_and_costs_nothing() -> None:
     fake = FakeTime()
     limit = limiter(1, fake)

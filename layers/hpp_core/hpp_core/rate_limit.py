@@ -1,10 +1,12 @@
 """A rate limiter shared by the poller's worker threads: a token bucket that holds a single token.
 
 Holding one token means no bursts: grants are spaced at least 1/rate apart, so no one-second window
-sees more than the rate. A 429 from Klarna pauses every worker until its Retry-After / X-Ratelimit-Reset
-has passed and halves the rate for the rest of the run. Hand-written because the two things the poller
-needs besides pacing, a shared pause and a deadline past which a worker gives up waiting, are not what
-the rate-limit libraries offer.
+sees more than the rate. The spacing is measured from when the previous grant was actually handed out,
+not from a slot planned in advance: a worker that wakes late (a stalled process, a busy interpreter)
+never lets the ones planned after it go out in a clump. A 429 from Klarna pauses every worker until
+its Retry-After / X-Ratelimit-Reset has passed and halves the rate for the rest of the run.
+Hand-written because the two things the poller needs besides pacing, a shared pause and a deadline past
+which a worker gives up waiting, are not what the rate-limit libraries offer.
 """
 
 import threading
@@ -37,9 +39,8 @@ class RateLimiter:
         # Returns True when the wait was cut short by cancel(); tests substitute a fake clock's sleep.
         self._wait = wait or self._cancelled.wait
         self._lock = threading.Lock()
-        self._next_slot = float("-inf")
+        self._last_grant = float("-inf")
         self._paused_until = float("-inf")
-        self._pauses = 0
 
     @property
     def rate_per_second(self) -> float:
@@ -56,17 +57,15 @@ class RateLimiter:
         while not self._cancelled.is_set():
             with self._lock:
                 now = self._clock()
-                slot = max(now, self._next_slot, self._paused_until)
-                if slot > deadline:
+                ready_at = max(now, self._last_grant + self._interval, self._paused_until)
+                if ready_at > deadline:
                     return False
-                self._next_slot = slot + self._interval
-                pauses_seen = self._pauses
-            if slot > now and self._wait(slot - now):
+                if ready_at <= now:
+                    self._last_grant = now
+                    return True
+            # Then look again: another worker may have taken this grant, or a 429 paused everyone.
+            if self._wait(ready_at - now):
                 return False
-            with self._lock:
-                # A 429 came in while this worker waited: its slot was planned before the pause.
-                if self._pauses == pauses_seen or self._clock() >= self._paused_until:
-                    return not self._cancelled.is_set()
         return False
 
     def slow_down(self, retry_after: float | None) -> None:
@@ -78,7 +77,6 @@ class RateLimiter:
                 self._interval = min(self._interval * 2, self._max_interval)
             pause = DEFAULT_PAUSE_SECONDS if retry_after is None else retry_after
             self._paused_until = max(self._paused_until, now + pause)
-            self._pauses += 1
 
     def cancel(self) -> None:
         """Wake every waiting worker and refuse all further grants (the run is stopping)."""
