@@ -25,14 +25,20 @@ _DYNAMODB_CONFIG = Config(
 )
 
 
-def dynamodb_client() -> "DynamoDBClient":
-    return boto3.client("dynamodb", config=_DYNAMODB_CONFIG)
+def dynamodb_client(*, max_pool_connections: int | None = None) -> "DynamoDBClient":
+    config = _DYNAMODB_CONFIG
+    if max_pool_connections is not None:
+        # Threaded callers (the poller's workers) need a connection each, or botocore discards extras.
+        config = config.merge(Config(max_pool_connections=max_pool_connections))
+    return boto3.client("dynamodb", config=config)
 
 
-def session_repository(settings: TableSettings) -> SessionRepository:
+def session_repository(
+    settings: TableSettings, *, max_pool_connections: int | None = None
+) -> SessionRepository:
     return SessionRepository(
         settings.table_name,
-        dynamodb_client(),
+        dynamodb_client(max_pool_connections=max_pool_connections),
         poll_shards=settings.poll_shards,
         first_poll_delay_seconds=settings.first_poll_delay_seconds,
         retention_days=settings.session_retention_days,

@@ -21,7 +21,7 @@ from hpp_core.callback_secrets import hashes_match
 from hpp_core.errors import Conflict, StorageUnavailable
 from hpp_core.models import StatusUpdate, TrackedSession
 from hpp_core.statuses import FINAL_STATUSES, Status, is_final
-from hpp_core.timestamps import format_timestamp, to_epoch_millis, utc_now
+from hpp_core.timestamps import format_timestamp, parse_timestamp, to_epoch_millis, utc_now
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -31,7 +31,11 @@ SECRET_HASH = "callback_secret_sha256"
 POLL_SHARD = "poll_shard"
 POLL_DUE_AT = "poll_due_at"
 POLL_ATTEMPTS = "poll_attempts"
+# Consecutive polls Klarna answered 404 before expires_at (the poller's; absent means 0).
+POLL_NOT_FOUND = "poll_not_found"
 TTL_ATTRIBUTE = "expires_ttl"
+# The sparse index of not-final sessions by shard and due time (template.yaml, SessionsTable).
+DUE_INDEX = "due-index"
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -65,6 +69,44 @@ class WriteResult:
     @property
     def stored_status(self) -> str | None:
         return None if self.item is None else self.item.get("status")
+
+
+@dataclass(frozen=True)
+class DueSession:
+    """A not-final session as the due index shows it (the index's projection, possibly a little stale)."""
+
+    session_id: str
+    poll_shard: str
+    poll_due_at: int
+    poll_attempts: int
+    poll_not_found: int
+    status: str | None
+    updated_at_ms: int | None
+    expires_at: datetime | None
+
+    @classmethod
+    def from_index_item(cls, item: Mapping[str, Any]) -> "DueSession":
+        plain = _plain(item)
+        expires_at = plain.get("expires_at")
+        return cls(
+            session_id=str(plain["session_id"]),
+            poll_shard=str(plain[POLL_SHARD]),
+            poll_due_at=int(plain[POLL_DUE_AT]),
+            poll_attempts=int(plain.get(POLL_ATTEMPTS, 0)),
+            poll_not_found=int(plain.get(POLL_NOT_FOUND, 0)),
+            status=plain.get("status"),
+            updated_at_ms=plain.get("updated_at_ms"),
+            expires_at=parse_timestamp(expires_at) if expires_at else None,
+        )
+
+
+@dataclass(frozen=True)
+class DuePage:
+    """One page of a due query: the sessions, what DynamoDB read for it, and where to go on."""
+
+    sessions: list[DueSession]
+    scanned_count: int
+    next_start_key: Mapping[str, Any] | None
 
 
 def poll_shard(session_id: str, shards: int) -> str:
@@ -165,9 +207,10 @@ class SessionRepository:
             "last_event_id": update.event_id,
             **self._expiry_attributes(session.expires_at),
         }
-        removals: list[str] = []
+        # Any recorded observation means the session exists: forget the poller's 404 count.
+        removals: list[str] = [POLL_NOT_FOUND]
         if update.is_final:
-            removals = [POLL_SHARD, POLL_DUE_AT, POLL_ATTEMPTS]
+            removals = [POLL_SHARD, POLL_DUE_AT, POLL_ATTEMPTS, POLL_NOT_FOUND]
         else:
             attributes.update(self._poll_attributes(update.session_id, now))
         names = {f"#{name}": name for name, value in attributes.items() if value is not None}
@@ -239,6 +282,104 @@ class SessionRepository:
         except botocore.exceptions.BotoCoreError as exc:
             raise _storage_error(exc) from None
         return item
+
+    # -- the poller's schedule ----------------------------------------------------------------------
+
+    @property
+    def poll_shard_ids(self) -> list[str]:
+        """Every value `poll_shard` can take (the due index's partitions)."""
+        return [f"{shard:02d}" for shard in range(self._poll_shards)]
+
+    def due_sessions_page(
+        self,
+        shard: str,
+        *,
+        due_by_ms: int,
+        limit: int,
+        start_key: Mapping[str, Any] | None = None,
+    ) -> DuePage:
+        """Sessions of one shard due at `due_by_ms` or earlier, oldest first: one Query of the due index.
+
+        The key condition selects exactly the due items, so DynamoDB reads (and bills) nothing else:
+        final sessions are not in the index, sessions due later sort after `due_by_ms`.
+        """
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": DUE_INDEX,
+            "KeyConditionExpression": "#shard = :shard AND #due <= :due_by",
+            "ExpressionAttributeNames": {"#shard": POLL_SHARD, "#due": POLL_DUE_AT},
+            "ExpressionAttributeValues": to_item({":shard": shard, ":due_by": due_by_ms}),
+            "ScanIndexForward": True,
+            "Limit": limit,
+        }
+        if start_key:
+            kwargs["ExclusiveStartKey"] = start_key
+        try:
+            response = self.client.query(**kwargs)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise _storage_error(exc) from None
+        items = response.get("Items", [])
+        return DuePage(
+            sessions=[DueSession.from_index_item(item) for item in items],
+            scanned_count=int(response.get("ScannedCount", len(items))),
+            next_start_key=response.get("LastEvaluatedKey") or None,
+        )
+
+    def reschedule_poll(self, due: DueSession, *, next_due_at_ms: int, not_found: int = 0) -> bool:
+        """Polled and nothing recorded: count the attempt and push the next poll out to `next_due_at_ms`.
+
+        Conditional on the row being as the index showed it: still not final (`poll_shard` exists) and no
+        change recorded since (same `poll_due_at` and `poll_attempts`; a recorded change resets both).
+        So it never puts a final session back in the index and never undoes a concurrent change's reset.
+        False when the condition failed: the row moved on and its own schedule stands.
+        """
+        values: dict[str, Any] = {
+            ":next_due": next_due_at_ms,
+            ":attempts": due.poll_attempts + 1,
+            ":seen_due": due.poll_due_at,
+            ":seen_attempts": due.poll_attempts,
+        }
+        expression = "SET #due = :next_due, #attempts = :attempts"
+        if not_found:
+            values[":not_found"] = not_found
+            expression += ", #not_found = :not_found"
+        else:
+            expression += " REMOVE #not_found"
+        return self._poll_write(due, expression, values)
+
+    def stop_polling(self, due: DueSession) -> bool:
+        """Take a not-final session out of the due index (same condition as `reschedule_poll`)."""
+        return self._poll_write(
+            due,
+            "REMOVE #shard, #due, #attempts, #not_found",
+            {
+                ":seen_due": due.poll_due_at,
+                ":seen_attempts": due.poll_attempts,
+            },
+        )
+
+    def _poll_write(self, due: DueSession, expression: str, values: dict[str, Any]) -> bool:
+        names = {"#shard": POLL_SHARD, "#due": POLL_DUE_AT, "#attempts": POLL_ATTEMPTS}
+        if "#not_found" in expression:
+            names["#not_found"] = POLL_NOT_FOUND
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=to_item({"session_id": due.session_id}),
+                UpdateExpression=expression,
+                ConditionExpression=(
+                    "attribute_exists(#shard) AND #due = :seen_due AND #attempts = :seen_attempts"
+                ),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=to_item(values),
+            )
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise _storage_error(exc) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _storage_error(exc) from None
+        return True
 
     # -- reads --------------------------------------------------------------------------------------
 

@@ -1,0 +1,268 @@
+"""The poller's pure rules, its settings, and its run loop with in-memory fakes (no I/O)."""
+
+import threading
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from hpp_core.klarna import KlarnaUnavailable
+from hpp_core.models import KlarnaSession, StatusUpdate
+from hpp_core.poller import (
+    PollerSettings,
+    PollOutcome,
+    PollPolicy,
+    StopReason,
+    due_sessions,
+    expired_stamp_ms,
+    expired_update,
+    from_epoch_millis,
+    poll_interval_seconds,
+    run_poll,
+)
+from hpp_core.repository import DuePage, DueSession, WriteOutcome, WriteResult
+from hpp_core.settings import ConfigurationError
+from hpp_core.statuses import Status
+from hpp_core.timestamps import to_epoch_millis
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+EXPIRES = datetime(2026, 3, 4, 11, 0, tzinfo=UTC)
+BASE_ENV = {
+    "TABLE_NAME": "sessions",
+    "KLARNA_API_URL": "https://api.playground.klarna.com",
+    "KLARNA_CREDENTIALS_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:klarna",
+}
+
+
+def test_backoff_is_1_2_4_8_then_every_15_minutes() -> None:
+    assert [poll_interval_seconds(n) for n in range(8)] == [60, 120, 240, 480, 900, 900, 900, 900]
+
+
+def test_backoff_follows_the_configured_first_delay_and_cap() -> None:
+    assert [poll_interval_seconds(n, first=10, maximum=100) for n in range(6)] == [10, 20, 40, 80, 100, 100]
+    assert poll_interval_seconds(10_000) == 900, "no overflow for a session polled for months"
+    assert poll_interval_seconds(-3) == 60
+
+
+def test_expired_is_stamped_at_expires_at_or_the_last_known_update_if_later() -> None:
+    expires_ms = to_epoch_millis(EXPIRES)
+    assert expired_stamp_ms(expires_ms) == expires_ms
+    assert expired_stamp_ms(expires_ms, None, expires_ms - 5000) == expires_ms
+    # Klarna's clock ran ahead of the expires_at it gave: EXPIRED must not look older than its update.
+    assert expired_stamp_ms(expires_ms, expires_ms + 2500, None) == expires_ms + 2500
+
+
+def test_expired_update_is_a_final_status_from_the_poller() -> None:
+    update = expired_update("s1", EXPIRES, 0)
+    assert (update.status, update.is_final, update.source) == ("EXPIRED", True, "poller")
+    assert update.updated_at == "2026-03-04T11:00:00.000Z"
+    assert update.expires_at == "2026-03-04T11:00:00.000Z"
+
+
+def test_epoch_millis_round_trip_exactly() -> None:
+    moment = datetime(2019, 5, 13, 14, 54, 4, 675000, tzinfo=UTC)
+    assert from_epoch_millis(to_epoch_millis(moment)) == moment
+
+
+class TestSettings:
+    def test_defaults(self) -> None:
+        settings = PollerSettings.from_environment(BASE_ENV)
+        policy = settings.policy()
+        assert (policy.concurrency, policy.rate_per_second, policy.time_margin_seconds) == (10, 20.0, 10.0)
+        assert (policy.first_interval_seconds, policy.max_interval_seconds) == (60, 900)
+        assert (policy.not_found_attempts, policy.expiry_grace_seconds) == (3, 3600)
+
+    def test_values_come_from_their_variables(self) -> None:
+        env = BASE_ENV | {
+            "POLL_CONCURRENCY": "4",
+            "POLL_RATE_PER_SECOND": "5.5",
+            "POLL_TIME_MARGIN_SECONDS": "12",
+            "FIRST_POLL_DELAY_SECONDS": "30",
+            "POLL_MAX_INTERVAL_SECONDS": "600",
+            "POLL_NOT_FOUND_ATTEMPTS": "5",
+            "EXPIRY_GRACE_SECONDS": "60",
+        }
+        policy = PollerSettings.from_environment(env).policy()
+        assert policy == PollPolicy(
+            concurrency=4,
+            rate_per_second=5.5,
+            time_margin_seconds=12,
+            first_interval_seconds=30,
+            max_interval_seconds=600,
+            not_found_attempts=5,
+            expiry_grace_seconds=60,
+        )
+
+    @pytest.mark.parametrize(
+        ("variable", "value"),
+        [
+            ("POLL_CONCURRENCY", "0"),
+            ("POLL_CONCURRENCY", "64"),
+            ("POLL_RATE_PER_SECOND", "-1"),
+            ("POLL_RATE_PER_SECOND", "many"),
+            ("POLL_NOT_FOUND_ATTEMPTS", "0"),
+        ],
+    )
+    def test_a_bad_value_names_its_variable(self, variable: str, value: str) -> None:
+        with pytest.raises(ConfigurationError, match=variable):
+            PollerSettings.from_environment(BASE_ENV | {variable: value})
+
+    def test_the_margin_must_outlast_a_klarna_call(self) -> None:
+        env = BASE_ENV | {"POLL_TIME_MARGIN_SECONDS": "2", "KLARNA_TIMEOUT_SECONDS": "3"}
+        with pytest.raises(ConfigurationError, match=r"POLL_TIME_MARGIN_SECONDS.*KLARNA_TIMEOUT_SECONDS"):
+            PollerSettings.from_environment(env)
+
+
+# -- the run loop, with in-memory fakes -----------------------------------------------------------
+
+
+def due(session_id: str, minutes_late: float = 1, **fields: Any) -> DueSession:
+    values: dict[str, Any] = {
+        "session_id": session_id,
+        "poll_shard": "00",
+        "poll_due_at": to_epoch_millis(NOW - timedelta(minutes=minutes_late)),
+        "poll_attempts": 0,
+        "poll_not_found": 0,
+        "status": "WAITING",
+        "updated_at_ms": 0,
+        "expires_at": EXPIRES,
+    } | fields
+    return DueSession(**values)
+
+
+class MemoryStore:
+    """Enough of SessionRepository for the run loop: pages from a list; writes recorded, all applied."""
+
+    def __init__(self, sessions: list[DueSession], shards: int = 1) -> None:
+        self.sessions = sessions
+        self.shards = shards
+        self.recorded: list[StatusUpdate] = []
+        self.rescheduled: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    @property
+    def poll_shard_ids(self) -> list[str]:
+        return [f"{n:02d}" for n in range(self.shards)]
+
+    def due_sessions_page(
+        self, shard: str, *, due_by_ms: int, limit: int, start_key: Mapping[str, Any] | None = None
+    ) -> DuePage:
+        matching = sorted(
+            (s for s in self.sessions if s.poll_shard == shard and s.poll_due_at <= due_by_ms),
+            key=lambda s: s.poll_due_at,
+        )
+        offset = int(start_key["offset"]) if start_key else 0
+        page = matching[offset : offset + limit]
+        more = offset + limit < len(matching)
+        return DuePage(page, len(page), {"offset": offset + limit} if more else None)
+
+    def record_status(self, update: StatusUpdate, *, callback_secret_hash: str | None = None) -> WriteResult:
+        with self.lock:
+            self.recorded.append(update)
+        return WriteResult(WriteOutcome.APPLIED, {"status": update.status})
+
+    def reschedule_poll(self, due: DueSession, *, next_due_at_ms: int, not_found: int = 0) -> bool:
+        with self.lock:
+            self.rescheduled[due.session_id] = next_due_at_ms
+        return True
+
+    def stop_polling(self, due: DueSession) -> bool:
+        return True
+
+
+class ScriptedKlarna:
+    def __init__(self, failures: Mapping[str, Exception] | None = None) -> None:
+        self.failures = dict(failures or {})
+        self.reads: list[str] = []
+        self.lock = threading.Lock()
+
+    def read_session(self, session_id: str) -> KlarnaSession:
+        with self.lock:
+            self.reads.append(session_id)
+        if session_id in self.failures:
+            raise self.failures[session_id]
+        return KlarnaSession(
+            session_id=session_id,
+            status="IN_PROGRESS",
+            updated_at=NOW - timedelta(seconds=5),
+            expires_at=EXPIRES,
+        )
+
+
+FAST = PollPolicy(concurrency=3, rate_per_second=1000, time_margin_seconds=1)
+
+
+def run(
+    store: MemoryStore, klarna: ScriptedKlarna, policy: PollPolicy = FAST, remaining_ms: int = 60_000
+) -> Any:
+    return run_poll(store, klarna, policy=policy, remaining_time_ms=lambda: remaining_ms, clock=lambda: NOW)
+
+
+def test_due_sessions_come_oldest_first_over_all_shards_page_by_page() -> None:
+    sessions = [due(f"s{n}", minutes_late=n, poll_shard=f"{n % 3:02d}") for n in range(1, 10)]
+    pages: list[DuePage] = []
+    found = due_sessions(
+        MemoryStore(sessions, shards=3), due_by_ms=to_epoch_millis(NOW), page_size=2, on_page=pages.append
+    )
+    first = next(found)
+    assert first.session_id == "s9"
+    assert len(pages) == 3, "one page per shard to start with: nothing is read ahead of need"
+    assert [first.session_id] + [d.session_id for d in found] == [f"s{n}" for n in range(9, 0, -1)]
+    assert sum(page.scanned_count for page in pages) == 9
+
+
+def test_a_run_polls_every_due_session_and_reports_its_lag() -> None:
+    sessions = [due(f"s{n}", minutes_late=n, poll_shard=f"{n % 3:02d}") for n in range(1, 10)]
+    klarna = ScriptedKlarna()
+    report = run(MemoryStore(sessions, shards=3), klarna, replace(FAST, page_size=2))
+    assert sorted(klarna.reads) == sorted(f"s{n}" for n in range(1, 10))
+    assert report.due == report.index_items_read == 9
+    assert report.outcomes[PollOutcome.CHANGED] == 9
+    assert report.oldest_due_lag_seconds == pytest.approx(9 * 60)
+    assert report.stopped is None
+
+
+def test_nothing_due_is_a_quiet_run() -> None:
+    report = run(MemoryStore([due("later", minutes_late=-5)]), ScriptedKlarna())
+    assert (report.due, report.index_items_read, report.oldest_due_lag_seconds) == (0, 0, 0.0)
+
+
+def test_a_bug_on_one_session_costs_that_session_only() -> None:
+    klarna = ScriptedKlarna({"s2": RuntimeError("boom")})
+    report = run(MemoryStore([due("s1"), due("s2"), due("s3")]), klarna)
+    assert report.errors == {"Unexpected": 1}
+    assert report.outcomes[PollOutcome.CHANGED] == 2
+    assert [p.session_id for p in report.problems] == ["s2"]
+
+
+def test_a_klarna_error_backs_the_session_off() -> None:
+    store = MemoryStore([due("s1", poll_attempts=2)])
+    report = run(store, ScriptedKlarna({"s1": KlarnaUnavailable("down", http_status=503)}))
+    assert report.errors == {"KlarnaUnavailable": 1}
+    assert report.outcomes[PollOutcome.ERROR] == 1
+    assert store.rescheduled == {"s1": to_epoch_millis(NOW) + poll_interval_seconds(3) * 1000}
+
+
+def test_no_time_left_means_no_session_is_started() -> None:
+    klarna = ScriptedKlarna()
+    report = run(MemoryStore([due("s1")]), klarna, remaining_ms=500)
+    assert klarna.reads == []
+    assert report.stopped is StopReason.TIME_BUDGET
+    assert report.due == 0
+
+
+def test_a_session_final_in_the_index_copy_is_not_polled() -> None:
+    klarna = ScriptedKlarna()
+    report = run(MemoryStore([due("s1", status=Status.COMPLETED.value)]), klarna)
+    assert klarna.reads == []
+    assert report.outcomes == {PollOutcome.SUPERSEDED: 1}
+
+
+def test_summary_is_json_friendly() -> None:
+    report = run(MemoryStore([due("s1")]), ScriptedKlarna())
+    summary = report.summary()
+    assert summary["outcomes"] == {"changed": 1}
+    assert summary["read_from_klarna"] == 1
+    assert summary["stopped"] is None
