@@ -37,4 +37,5 @@ def sessions_table(dynamodb: "DynamoDBClient") -> Iterator[str]:
 
 @pytest.fixture
 def repository(dynamodb: "DynamoDBClient", sessions_table: str) -> SessionRepository:
-    return SessionRepository(sessions_table, dynamodb)
+    # No TTL attribute: these tests stamp 2019 dates, and DynamoDB Local deletes rows past their TTL.
+    return SessionRepository(sessions_table, dynamodb, retention_days=0)

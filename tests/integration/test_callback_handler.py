@@ -85,6 +85,8 @@ def stack(
         monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
         monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb_endpoint)
         monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "hpp-callback")
+        # The samples are from 2019: no TTL, or DynamoDB Local may delete rows mid-test.
+        monkeypatch.setenv("SESSION_RETENTION_DAYS", "0")
         handler = import_handler()
         # Powertools keeps the handler of the first import, bound to that moment's sys.stdout; write to
         # the real fd 1 instead, which capfd captures (as Lambda's runtime captures it).
@@ -93,7 +95,7 @@ def stack(
         handler.repository.client.meta.events.register(
             "before-call.dynamodb", lambda model, **_: calls.append(model.name)
         )
-        yield Stack(handler, SessionRepository(table, client), klarna, calls)
+        yield Stack(handler, SessionRepository(table, client, retention_days=0), klarna, calls)
     client.delete_table(TableName=table)
 
 

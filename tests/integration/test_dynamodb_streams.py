@@ -43,7 +43,7 @@ def test_records_come_in_order_shaped_as_lambdas_event(table: tuple[Any, Any, st
     dynamodb, streams, name = table
     reader = StreamReader.for_table(dynamodb, streams, name)
     sid = str(uuid.uuid4())
-    write_history(SessionRepository(name, dynamodb), sid)
+    write_history(SessionRepository(name, dynamodb, retention_days=0), sid)
     records = reader.read()
     assert [(r["eventName"], r["dynamodb"]["NewImage"]["status"]["S"]) for r in records] == [
         ("INSERT", "WAITING"),
@@ -71,7 +71,7 @@ def test_records_come_in_order_shaped_as_lambdas_event(table: tuple[Any, Any, st
 def test_each_record_is_handed_out_once(table: tuple[Any, Any, str]) -> None:
     dynamodb, streams, name = table
     reader = StreamReader.for_table(dynamodb, streams, name)
-    repository = SessionRepository(name, dynamodb)
+    repository = SessionRepository(name, dynamodb, retention_days=0)
     write_history(repository, "first")
     assert len(reader.read()) == 3
     assert reader.read() == []
@@ -81,7 +81,7 @@ def test_each_record_is_handed_out_once(table: tuple[Any, Any, str]) -> None:
 
 def test_latest_starts_after_what_the_stream_already_holds(table: tuple[Any, Any, str]) -> None:
     dynamodb, streams, name = table
-    repository = SessionRepository(name, dynamodb)
+    repository = SessionRepository(name, dynamodb, retention_days=0)
     write_history(repository, "before")
     reader = StreamReader.for_table(dynamodb, streams, name, starting_position="LATEST")
     assert reader.read() == []
@@ -92,7 +92,7 @@ def test_latest_starts_after_what_the_stream_already_holds(table: tuple[Any, Any
 def test_read_until_waits_for_enough_records_or_says_how_many_came(table: tuple[Any, Any, str]) -> None:
     dynamodb, streams, name = table
     reader = StreamReader.for_table(dynamodb, streams, name)
-    write_history(SessionRepository(name, dynamodb), "only")
+    write_history(SessionRepository(name, dynamodb, retention_days=0), "only")
     assert len(reader.read_until(lambda records: len(records) >= 3)) == 3
     with pytest.raises(TimeoutError, match="0 records"):
         reader.read_until(lambda records: len(records) >= 1, timeout=0.2)

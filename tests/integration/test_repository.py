@@ -1,6 +1,6 @@
 """The one write path, on DynamoDB Local and on moto."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -145,9 +145,11 @@ def test_poll_index_attributes_follow_finality(repository: SessionRepository) ->
 
 def test_ttl_follows_expires_at_plus_retention(dynamodb: "DynamoDBClient", sessions_table: str) -> None:
     repository = SessionRepository(sessions_table, dynamodb, retention_days=2)
-    repository.record_status(update("WAITING", "2019-05-13T14:50:00Z"))
-    expires = int(datetime(2019, 5, 15, 13, 51, 43, tzinfo=UTC).timestamp())
-    assert stored(repository)[TTL_ATTRIBUTE] == expires + 2 * 86_400
+    expires = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)  # a TTL in the future
+    repository.record_status(
+        update("WAITING", "2019-05-13T14:50:00Z", expires_at=expires.isoformat().replace("+00:00", "Z"))
+    )
+    assert stored(repository)[TTL_ATTRIBUTE] == int(expires.timestamp()) + 2 * 86_400
 
 
 class TestCallbackWrites:
