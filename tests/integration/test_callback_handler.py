@@ -1,9 +1,7 @@
 """The callback Lambda, invoked with the events/ samples, on DynamoDB Local and on moto, with Klarna
 faked over real HTTP on 127.0.0.1 and the credentials in (moto's) Secrets Manager."""
 
-import importlib
 import json
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,8 +14,8 @@ import pytest
 
 from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.repository import SECRET_HASH, SessionRepository
-from hpp_core.settings import clear_settings_cache
 from tests.support.fake_klarna import FakeKlarna
+from tests.support.functions import import_function, klarna_credentials_secret
 from tests.support.lambda_runtime import LambdaContext, load_event, with_json_body
 from tests.support.template import create_table
 
@@ -50,17 +48,6 @@ class Stack:
         )
 
 
-def import_handler() -> ModuleType:
-    """Import the function module as Lambda would at cold start, under the current environment."""
-    clear_settings_cache()
-    from aws_lambda_powertools.utilities.parameters import base
-
-    base.DEFAULT_PROVIDERS.clear()
-    if "callback" in sys.modules:
-        return importlib.reload(sys.modules["callback"])
-    return importlib.import_module("callback")
-
-
 @pytest.fixture(params=["dynamodb_local", "moto"])
 def stack(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, moto_server: Any
@@ -74,11 +61,7 @@ def stack(
     table = f"sessions-{uuid.uuid4().hex[:12]}"
     create_table(client, "SessionsTable", table)
     with FakeKlarna() as klarna:
-        secrets = boto3.client("secretsmanager", endpoint_url=moto_server.endpoint_url)
-        arn = secrets.create_secret(
-            Name=f"klarna-{uuid.uuid4().hex[:8]}",
-            SecretString=json.dumps({"username": klarna.username, "password": klarna.password}),
-        )["ARN"]
+        arn = klarna_credentials_secret(moto_server.endpoint_url, klarna)
         monkeypatch.setenv("TABLE_NAME", table)
         monkeypatch.setenv("KLARNA_API_URL", klarna.base_url)
         monkeypatch.setenv("KLARNA_CREDENTIALS_SECRET_ARN", arn)
@@ -87,10 +70,7 @@ def stack(
         monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "hpp-callback")
         # The samples are from 2019: no TTL, or DynamoDB Local may delete rows mid-test.
         monkeypatch.setenv("SESSION_RETENTION_DAYS", "0")
-        handler = import_handler()
-        # Powertools keeps the handler of the first import, bound to that moment's sys.stdout; write to
-        # the real fd 1 instead, which capfd captures (as Lambda's runtime captures it).
-        handler.logger.registered_handler.setStream(sys.__stdout__)
+        handler = import_function("callback")
         calls: list[str] = []
         handler.repository.client.meta.events.register(
             "before-call.dynamodb", lambda model, **_: calls.append(model.name)
@@ -308,7 +288,7 @@ def test_unknown_session_with_klarna_failing_is_5xx_and_stores_nothing(
 
 def test_dynamodb_unavailable_is_503_so_klarna_retries(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:9")  # nothing listens there
-    stack.handler = import_handler()
+    stack.handler = import_function("callback")
     status, body = stack.invoke(load_event("callback/in_progress"))
     assert status == 503
     assert body["error"]["code"] == "storage_unavailable"

@@ -1,9 +1,7 @@
 """The poller Lambda, invoked with the EventBridge Scheduler sample event and a counting-down Lambda
 context, on DynamoDB Local with Klarna faked over real HTTP and credentials in moto's Secrets Manager."""
 
-import importlib
 import json
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,9 +13,9 @@ import boto3
 import pytest
 
 from hpp_core.repository import POLL_ATTEMPTS, POLL_DUE_AT, SessionRepository
-from hpp_core.settings import clear_settings_cache
 from hpp_core.timestamps import utc_now
 from tests.support.fake_klarna import FakeKlarna
+from tests.support.functions import import_function, klarna_credentials_secret
 from tests.support.lambda_runtime import LambdaContext, load_event
 
 TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
@@ -58,16 +56,6 @@ class Stack:
         return item
 
 
-def import_handler() -> ModuleType:
-    clear_settings_cache()
-    from aws_lambda_powertools.utilities.parameters import base
-
-    base.DEFAULT_PROVIDERS.clear()
-    if "poller" in sys.modules:
-        return importlib.reload(sys.modules["poller"])
-    return importlib.import_module("poller")
-
-
 @pytest.fixture
 def environment(monkeypatch: pytest.MonkeyPatch, dynamodb_local: Any, moto_server: Any) -> Iterator[Any]:
     client = dynamodb_local.client()
@@ -77,10 +65,7 @@ def environment(monkeypatch: pytest.MonkeyPatch, dynamodb_local: Any, moto_serve
     create_table(client, "SessionsTable", table)
     with FakeKlarna() as klarna:
         secrets = boto3.client("secretsmanager", endpoint_url=moto_server.endpoint_url)
-        arn = secrets.create_secret(
-            Name=f"klarna-{uuid.uuid4().hex[:8]}",
-            SecretString=json.dumps({"username": klarna.username, "password": klarna.password}),
-        )["ARN"]
+        arn = klarna_credentials_secret(moto_server.endpoint_url, klarna)
         env = {
             "TABLE_NAME": table,
             "KLARNA_API_URL": klarna.base_url,
@@ -101,10 +86,7 @@ def start(environment: Any, monkeypatch: pytest.MonkeyPatch, **env: str) -> Stac
     klarna, repository, _, _ = environment
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    handler = import_handler()
-    # Powertools keeps the handler of the first import bound to that moment's sys.stdout: write to fd 1,
-    # which capfd captures (as Lambda's runtime captures it).
-    handler.logger.registered_handler.setStream(sys.__stdout__)
+    handler = import_function("poller")
     return Stack(handler, repository, klarna)
 
 

@@ -6,7 +6,6 @@ bus in moto's EventBridge routing them by detail type into SQS queues.
 Every entry the publisher sends in these tests is checked against schemas/*.json (fixture teardown).
 """
 
-import importlib
 import json
 import sys
 import uuid
@@ -24,11 +23,12 @@ from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.models import KlarnaSession, StatusUpdate, UpdateSource
 from hpp_core.publishing import COMPLETED, STATUS_CHANGED, event_id
 from hpp_core.repository import SessionRepository
-from hpp_core.settings import ConfigurationError, clear_settings_cache
+from hpp_core.settings import ConfigurationError
 from local.dynamodb_streams import StreamReader, lambda_event
 from local.stream_mapping import StreamMapping, records_to_retry
 from tests.support.event_bus import ScriptedEventBridge, SubscribedBus, detail_of
 from tests.support.event_schemas import schema_errors
+from tests.support.functions import import_function
 from tests.support.lambda_runtime import LambdaContext
 from tests.support.template import create_table, load_template
 
@@ -117,14 +117,6 @@ class Pipeline:
         return envelopes
 
 
-def import_handler() -> ModuleType:
-    """Import the function module as Lambda would at cold start, under the current environment."""
-    clear_settings_cache()
-    if "publisher" in sys.modules:
-        return importlib.reload(sys.modules["publisher"])
-    return importlib.import_module("publisher")
-
-
 @pytest.fixture(params=["dynamodb_local", "moto"])
 def pipeline(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, moto_server: Any
@@ -150,7 +142,7 @@ def pipeline(
     # What the template sets for every function; the publisher must not need (nor read) them.
     monkeypatch.delenv("TABLE_NAME", raising=False)
     monkeypatch.delenv("KLARNA_CREDENTIALS_SECRET_ARN", raising=False)
-    handler = import_handler()
+    handler = import_function("publisher")
     handler.metrics.clear_metrics()  # Powertools keeps one metric set per process: start from none
     # Powertools keeps the handler of the first import, bound to that moment's sys.stdout; write to the
     # real fd 1 instead, which capfd captures (as Lambda's runtime captures it).
@@ -193,7 +185,7 @@ def test_the_function_names_a_missing_bus_at_start_up(
 ) -> None:
     monkeypatch.delenv("EVENT_BUS_NAME")
     with pytest.raises(ConfigurationError, match="EVENT_BUS_NAME"):
-        import_handler()
+        import_function("publisher")
 
 
 def test_a_tracked_session_publishes_each_status_change_and_one_completion(pipeline: Pipeline) -> None:
@@ -439,7 +431,7 @@ def test_logs_say_what_was_published_and_never_show_a_token_or_secret(
 ) -> None:
     # Even with Powertools' event logging switched on by an operator, the records are not logged.
     monkeypatch.setenv("POWERTOOLS_LOGGER_LOG_EVENT", "true")
-    pipeline.handler = import_handler()
+    pipeline.handler = import_function("publisher")
     pipeline.handler.logger.registered_handler.setStream(sys.__stdout__)
     pipeline.handler.bus.client = pipeline.eventbridge
     sessions = complete_sessions(pipeline, 2)

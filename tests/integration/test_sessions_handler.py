@@ -5,9 +5,7 @@ Every Klarna failure is checked for its answer and for the table being exactly a
 half-written. Costs (Klarna requests, DynamoDB calls) are counted, not timed.
 """
 
-import importlib
 import json
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,9 +19,9 @@ import pytest
 
 from hpp_core.callback_secrets import SESSION_ID_PLACEHOLDER, hash_callback_secret
 from hpp_core.repository import POLL_DUE_AT, POLL_SHARD, SECRET_HASH, SessionRepository, from_item
-from hpp_core.settings import clear_settings_cache
 from hpp_core.timestamps import format_timestamp, parse_timestamp, to_epoch_millis
 from tests.support.fake_klarna import FakeKlarna, klarna_error
+from tests.support.functions import import_function, klarna_credentials_secret
 from tests.support.lambda_runtime import LambdaContext, load_event
 from tests.support.openapi import response_errors
 from tests.support.template import create_table
@@ -36,19 +34,6 @@ CALLBACK_PREFIX = f"https://{API_DOMAIN}/prod/callbacks/hpp?session_id={SESSION_
 SESSIONS_PATH = "/hpp/v1/sessions"
 KLARNA_TIMEOUT = 1.0
 RETRY_ATTEMPTS = 3
-
-
-def import_function(name: str) -> ModuleType:
-    """Import a function module as Lambda would at cold start, under the current environment."""
-    clear_settings_cache()
-    from aws_lambda_powertools.utilities.parameters import base
-
-    base.DEFAULT_PROVIDERS.clear()
-    module = importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
-    # Powertools keeps the handler of the first import, bound to that moment's sys.stdout; write to the
-    # real fd 1 instead, which capfd captures (as Lambda's runtime captures it).
-    module.logger.registered_handler.setStream(sys.__stdout__)
-    return module
 
 
 @dataclass
@@ -103,11 +88,7 @@ def stack(
     table = f"sessions-{uuid.uuid4().hex[:12]}"
     create_table(client, "SessionsTable", table)
     with FakeKlarna() as klarna:
-        secrets = boto3.client("secretsmanager", endpoint_url=moto_server.endpoint_url)
-        arn = secrets.create_secret(
-            Name=f"klarna-{uuid.uuid4().hex[:8]}",
-            SecretString=json.dumps({"username": klarna.username, "password": klarna.password}),
-        )["ARN"]
+        arn = klarna_credentials_secret(moto_server.endpoint_url, klarna)
         monkeypatch.setenv("TABLE_NAME", table)
         monkeypatch.setenv("KLARNA_API_URL", klarna.base_url)
         monkeypatch.setenv("KLARNA_CREDENTIALS_SECRET_ARN", arn)
