@@ -7,6 +7,7 @@ resets them, so a test relying on this server's state should not also use ``mock
 
 from __future__ import annotations
 
+import logging
 import urllib.request
 from typing import TYPE_CHECKING, Self
 
@@ -33,6 +34,8 @@ class MotoServer:
     def start(self) -> Self:
         if self._server is not None:
             return self
+        # werkzeug logs every request at INFO: noise in benchmark output and in failing tests' reports.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         # Port 0: the OS picks a free port when the server binds, so there is no race for it.
         server = ThreadedMotoServer(ip_address=self._host, port=0, verbose=False)
         server.start()
