@@ -26,12 +26,13 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from local.event_patterns import FilterCriteria
+from local.dynamodb_streams import StreamReader
 from local.runtime import InvokeResult
+from local.stream_mapping import StreamFilter
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
@@ -49,7 +50,7 @@ class StreamMapping:
     stream_arn: str
     starting_position: str = "LATEST"
     batch_size: int = 100
-    filters: FilterCriteria = field(default_factory=FilterCriteria)
+    filters: StreamFilter = field(default_factory=StreamFilter)
     bisect_on_error: bool = False
     maximum_retry_attempts: int = -1  # -1: until the record expires
     maximum_record_age_seconds: int = -1
@@ -67,7 +68,7 @@ class StreamMapping:
             stream_arn=str(properties["Stream"]),
             starting_position=str(properties.get("StartingPosition", "LATEST")),
             batch_size=int(properties.get("BatchSize", 100)),
-            filters=FilterCriteria.from_template(properties.get("FilterCriteria")),
+            filters=StreamFilter.from_filter_criteria(properties.get("FilterCriteria")),
             bisect_on_error=_flag(properties.get("BisectBatchOnFunctionError", False)),
             maximum_retry_attempts=int(properties.get("MaximumRetryAttempts", -1)),
             maximum_record_age_seconds=int(properties.get("MaximumRecordAgeInSeconds", -1)),
@@ -80,24 +81,6 @@ class StreamMapping:
 
 def _flag(value: Any) -> bool:
     return value is True or str(value).lower() == "true"
-
-
-def lambda_record(raw: Mapping[str, Any], stream_arn: str, region: str) -> dict[str, Any]:
-    """A GetRecords record as Lambda hands it to a function (times as epoch seconds, the stream's ARN)."""
-    record = json.loads(json.dumps(raw, default=_json_default))
-    record["awsRegion"] = region  # DynamoDB Local says "ddblocal"
-    record["eventSourceARN"] = stream_arn
-    return record
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, bytes):
-        import base64  # noqa: PLC0415 - binary attributes are rare
-
-        return base64.b64encode(value).decode()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 @dataclass
@@ -145,14 +128,15 @@ class StreamPump:
         self._max_retry_delay = max_retry_delay
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._shards: dict[str, threading.Thread] = {}  # started shard readers
-        self._done: set[str] = set()  # shards read to their end
-        self._initial: set[str] | None = None
+        self._reader = StreamReader(
+            streams,
+            mapping.stream_arn,
+            starting_position=cast("Literal['TRIM_HORIZON', 'LATEST']", mapping.starting_position),
+        )
         self._idle = threading.Condition()
         self._busy = 0
         # Set once every shard known at start is being read: from then on no write is missed (LATEST).
         self.reading = threading.Event()
-        self._first_reads: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -161,7 +145,7 @@ class StreamPump:
             _log.info("%s: stream mapping disabled in the template", self.mapping.function)
             return
         self._thread = threading.Thread(
-            target=self._discover_loop, name=f"pump-{self.mapping.function}", daemon=True
+            target=self._read_loop, name=f"pump-{self.mapping.function}", daemon=True
         )
         self._thread.start()
         _log.info(
@@ -179,10 +163,8 @@ class StreamPump:
 
     def stop(self) -> None:
         self._stop.set()
-        threads = [self._thread, *list(self._shards.values())]
-        for thread in threads:
-            if thread is not None:
-                thread.join(timeout=10)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
         self._thread = None
 
     def wait_idle(self, timeout: float) -> bool:
@@ -196,108 +178,30 @@ class StreamPump:
                 self._idle.wait(remaining)
         return True
 
-    # -- shards ----------------------------------------------------------------------------------
+    # -- reading -------------------------------------------------------------------------------
 
-    def _discover_loop(self) -> None:
+    def _read_loop(self) -> None:
+        """Read every shard (parents first) and deliver what was read before reading on, as Lambda does:
+        a shard's next records wait until its current batch succeeded or was given up."""
         while not self._stop.is_set():
             try:
-                self._discover()
+                by_shard = self._reader.read_by_shard(_GET_RECORDS_LIMIT)
             except (BotoCoreError, ClientError) as error:
-                _log.warning("%s: DescribeStream failed: %s", self.mapping.function, error)
-            self._stop.wait(1.0)
-
-    def _discover(self) -> None:
-        shards: list[Mapping[str, Any]] = []
-        start: dict[str, Any] = {}
-        while True:
-            description = self._streams.describe_stream(StreamArn=self.mapping.stream_arn, **start)[
-                "StreamDescription"
-            ]
-            shards += description.get("Shards", [])
-            last = description.get("LastEvaluatedShardId")
-            if not last:
-                break
-            start = {"ExclusiveStartShardId": last}
-        known = {shard["ShardId"] for shard in shards}
-        if self._initial is None:
-            self._initial = known
-            if not known:
-                self.reading.set()  # nothing to read yet: the first shard will be read from its start
-        for shard in shards:
-            shard_id = shard["ShardId"]
-            parent = shard.get("ParentShardId")
-            if shard_id in self._shards:
-                continue
-            if parent and parent in known and parent not in self._done:
-                continue  # Lambda finishes a parent before reading its children
-            position = self.mapping.starting_position if shard_id in self._initial else "TRIM_HORIZON"
-            thread = threading.Thread(
-                target=self._read_shard, args=(shard_id, position), name=f"pump-{shard_id[-8:]}", daemon=True
-            )
-            self._shards[shard_id] = thread
-            thread.start()
-
-    def _read_shard(self, shard_id: str, position: str) -> None:
-        iterator: str | None = self._iterator(shard_id, position)
-        if iterator is None:
-            self._shards.pop(shard_id, None)  # discovery tries again
-            return
-        last_sequence: str | None = None  # of the last record handled: where to resume
-        while iterator is not None and not self._stop.is_set():
-            try:
-                response = self._streams.get_records(ShardIterator=iterator, Limit=_GET_RECORDS_LIMIT)
-            except ClientError as error:
-                if error.response.get("Error", {}).get("Code") != "ExpiredIteratorException":
-                    _log.warning("%s: GetRecords failed on %s: %s", self.mapping.function, shard_id, error)
-                    self._stop.wait(1.0)
-                    continue
-                # An iterator lives 15 minutes: a batch retried that long (no retry limit) outlives it.
-                resume = ("AFTER_SEQUENCE_NUMBER", last_sequence) if last_sequence else (position, None)
-                renewed = self._iterator(shard_id, *resume)
-                if renewed is None:
-                    self._stop.wait(1.0)
-                else:
-                    iterator = renewed
-                continue
-            except BotoCoreError as error:
-                _log.warning("%s: GetRecords failed on %s: %s", self.mapping.function, shard_id, error)
+                _log.warning("%s: reading the stream failed: %s", self.mapping.function, error)
                 self._stop.wait(1.0)
                 continue
-            iterator = cast("str | None", response.get("NextShardIterator"))  # None: the shard is closed
-            self._mark_reading(shard_id)
-            raw_records = response.get("Records", [])
-            if raw_records:
-                self._deliver_all(shard_id, raw_records)
-                last_sequence = raw_records[-1]["dynamodb"]["SequenceNumber"]
-            elif iterator is not None:
+            self.reading.set()  # every shard there at start has its iterator: no later write is missed
+            for shard_id, records in by_shard.items():
+                for record in records:
+                    record["awsRegion"] = self._region  # DynamoDB Local says "ddblocal"
+                self._deliver_all(shard_id, records)
+            if not by_shard:
                 self._stop.wait(self._poll_interval)
-        if iterator is None:
-            self._done.add(shard_id)
-
-    def _iterator(self, shard_id: str, position: str, sequence_number: str | None = None) -> str | None:
-        arguments: dict[str, Any] = {"StreamArn": self.mapping.stream_arn, "ShardId": shard_id}
-        arguments["ShardIteratorType"] = position
-        if sequence_number is not None:
-            arguments["SequenceNumber"] = sequence_number
-        try:
-            iterator: str = self._streams.get_shard_iterator(**arguments)["ShardIterator"]
-        except (BotoCoreError, ClientError) as error:
-            _log.warning("%s: GetShardIterator failed on %s: %s", self.mapping.function, shard_id, error)
-            return None
-        return iterator
-
-    def _mark_reading(self, shard_id: str) -> None:
-        if self.reading.is_set():
-            return
-        self._first_reads.add(shard_id)
-        if self._initial is not None and self._initial <= self._first_reads | self._done:
-            self.reading.set()
 
     # -- delivery --------------------------------------------------------------------------------
 
-    def _deliver_all(self, shard_id: str, raw_records: list[Any]) -> None:
+    def _deliver_all(self, shard_id: str, records: list[dict[str, Any]]) -> None:
         read_at = time.time()
-        records = [lambda_record(raw, self.mapping.stream_arn, self._region) for raw in raw_records]
         self.stats.records_read += len(records)
         matching = [record for record in records if self.mapping.filters.matches(record)]
         self.stats.records_filtered_out += len(records) - len(matching)

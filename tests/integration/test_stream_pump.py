@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from local.event_patterns import FilterCriteria
 from local.runtime import InvokeResult
+from local.stream_mapping import StreamFilter
 from local.stream_pump import StreamMapping, StreamPump
 from tests.support.template import create_table
 
@@ -114,7 +114,7 @@ def test_batches_follow_batch_size_and_order_and_the_filter_drops_what_does_not_
     table, pump_for
 ) -> None:
     function = FakeFunction()
-    only_completed = FilterCriteria([{"dynamodb": {"NewImage": {"status": {"S": ["COMPLETED"]}}}}])
+    only_completed = StreamFilter(('{"dynamodb": {"NewImage": {"status": {"S": ["COMPLETED"]}}}}',))
     for n in range(7):
         write(table, f"s-{n}", "COMPLETED" if n % 2 == 0 else "IN_PROGRESS")
     pump = pump_for(function, starting_position="TRIM_HORIZON", batch_size=3, filters=only_completed)
@@ -360,7 +360,8 @@ def test_an_expired_iterator_is_renewed_after_the_last_handled_record() -> None:
     finally:
         pump.stop()
 
-    assert function.batches == [["s-0", "s-1"], ["s-2", "s-3"]]
+    # Every record once, in order (the reader pages on within one read, so batch boundaries may differ).
+    assert [record for batch in function.batches for record in batch] == ["s-0", "s-1", "s-2", "s-3"]
     assert streams.iterator_requests[1] == {
         "StreamArn": "arn:stream",
         "ShardId": "shard-1",
