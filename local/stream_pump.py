@@ -32,7 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from local.dynamodb_streams import StreamReader
 from local.runtime import InvokeResult
-from local.stream_mapping import StreamFilter
+from local.stream_mapping import StreamFilter, records_to_retry
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
@@ -283,25 +283,16 @@ class StreamPump:
             return 0
         if not self.mapping.report_batch_item_failures:
             return None
-        payload = result.payload
-        if not isinstance(payload, dict):
-            return None  # null or another shape: Lambda takes the batch as a success
-        failures = payload.get("batchItemFailures")
-        if not failures:
+        again = records_to_retry(batch.records, result.payload)
+        if not again:
             return None
-        sequence_numbers = [record["dynamodb"]["SequenceNumber"] for record in batch.records]
-        indexes = []
-        for failure in failures:
-            identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
-            if not identifier or identifier not in sequence_numbers:
-                _log.warning(
-                    "%s: invalid batchItemFailures entry %r: the whole batch fails",
-                    self.mapping.function,
-                    failure,
-                )
-                return 0
-            indexes.append(sequence_numbers.index(identifier))
-        return min(indexes)
+        if len(again) == len(batch.records):
+            _log.warning(
+                "%s: batch response %s: the whole batch fails",
+                self.mapping.function,
+                str(result.payload)[:200],
+            )
+        return len(batch.records) - len(again)
 
     def _too_old(self, batch: _Batch) -> bool:
         limit = self.mapping.maximum_record_age_seconds
