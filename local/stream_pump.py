@@ -23,8 +23,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -32,55 +32,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from local.dynamodb_streams import StreamReader
 from local.runtime import InvokeResult
-from local.stream_mapping import StreamFilter, records_to_retry
+from local.stream_mapping import StreamMapping, records_to_retry
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
 
 _log = logging.getLogger("local.pump")
 _GET_RECORDS_LIMIT = 1000
-
-
-@dataclass(frozen=True)
-class StreamMapping:
-    """A `DynamoDB` event of a function, resolved."""
-
-    function: str  # logical id
-    function_arn: str
-    stream_arn: str
-    starting_position: str = "LATEST"
-    batch_size: int = 100
-    filters: StreamFilter = field(default_factory=StreamFilter)
-    bisect_on_error: bool = False
-    maximum_retry_attempts: int = -1  # -1: until the record expires
-    maximum_record_age_seconds: int = -1
-    report_batch_item_failures: bool = False
-    on_failure_queue_arn: str | None = None
-    enabled: bool = True
-
-    @classmethod
-    def from_event(cls, function: str, function_arn: str, properties: Mapping[str, Any]) -> StreamMapping:
-        """From a SAM `DynamoDB` event's (resolved) properties."""
-        destination = ((properties.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
-        return cls(
-            function=function,
-            function_arn=function_arn,
-            stream_arn=str(properties["Stream"]),
-            starting_position=str(properties.get("StartingPosition", "LATEST")),
-            batch_size=int(properties.get("BatchSize", 100)),
-            filters=StreamFilter.from_filter_criteria(properties.get("FilterCriteria")),
-            bisect_on_error=_flag(properties.get("BisectBatchOnFunctionError", False)),
-            maximum_retry_attempts=int(properties.get("MaximumRetryAttempts", -1)),
-            maximum_record_age_seconds=int(properties.get("MaximumRecordAgeInSeconds", -1)),
-            report_batch_item_failures="ReportBatchItemFailures"
-            in (properties.get("FunctionResponseTypes") or []),
-            on_failure_queue_arn=str(destination) if destination else None,
-            enabled=_flag(properties.get("Enabled", True)),
-        )
-
-
-def _flag(value: Any) -> bool:
-    return value is True or str(value).lower() == "true"
 
 
 @dataclass
@@ -104,10 +62,11 @@ class _Batch:
 
 
 class StreamPump:
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the mapping, its function, the stack's hooks and the pacing knobs
         self,
         mapping: StreamMapping,
         *,
+        function_arn: str,
         streams: DynamoDBStreamsClient,
         invoke: Callable[[dict[str, Any]], InvokeResult],
         send_to_queue: Callable[[str, str], None] | None = None,
@@ -117,6 +76,8 @@ class StreamPump:
         max_retry_delay: float = 5.0,
     ) -> None:
         self.mapping = mapping
+        self.function_arn = function_arn
+        self.stream_arn = str(mapping.stream)  # resolved by the stack: the stream's ARN
         self.stats = PumpStats()
         self._streams = streams
         self._invoke = invoke
@@ -130,7 +91,7 @@ class StreamPump:
         self._thread: threading.Thread | None = None
         self._reader = StreamReader(
             streams,
-            mapping.stream_arn,
+            self.stream_arn,
             starting_position=cast("Literal['TRIM_HORIZON', 'LATEST']", mapping.starting_position),
         )
         self._idle = threading.Condition()
@@ -151,14 +112,14 @@ class StreamPump:
         _log.info(
             "%s ← %s (batch %d, %s, filters: %d, retries: %s, bisect: %s, partial batch: %s, on failure: %s)",
             self.mapping.function,
-            self.mapping.stream_arn.split(":table/")[-1].split("/stream/")[0],
+            self.stream_arn.split(":table/")[-1].split("/stream/")[0],
             self.mapping.batch_size,
             self.mapping.starting_position,
-            len(self.mapping.filters.patterns),
+            len(self.mapping.filter.patterns),
             "∞" if self.mapping.maximum_retry_attempts < 0 else self.mapping.maximum_retry_attempts,
-            self.mapping.bisect_on_error,
+            self.mapping.bisect_batch_on_function_error,
             self.mapping.report_batch_item_failures,
-            self.mapping.on_failure_queue_arn or "dropped",
+            self.mapping.on_failure_destination or "dropped",
         )
 
     def stop(self) -> None:
@@ -203,7 +164,7 @@ class StreamPump:
     def _deliver_all(self, shard_id: str, records: list[dict[str, Any]]) -> None:
         read_at = time.time()
         self.stats.records_read += len(records)
-        matching = [record for record in records if self.mapping.filters.matches(record)]
+        matching = [record for record in records if self.mapping.filter.matches(record)]
         self.stats.records_filtered_out += len(records) - len(matching)
         size = self.mapping.batch_size
         with self._idle:
@@ -242,7 +203,7 @@ class StreamPump:
                 self.stats.partial_failures += 1  # the first record failed: retry the whole batch
             else:
                 self.stats.function_errors += 1
-                if self.mapping.bisect_on_error and len(batch.records) > 1:
+                if self.mapping.bisect_batch_on_function_error and len(batch.records) > 1:
                     half = len(batch.records) // 2
                     queue.popleft()
                     queue.extendleft(
@@ -316,15 +277,15 @@ class StreamPump:
             batch.retries,
             condition,
             "; sent to the on-failure queue"
-            if self.mapping.on_failure_queue_arn
+            if self.mapping.on_failure_destination
             else "; dropped (no destination)",
         )
-        if not self.mapping.on_failure_queue_arn or self._send_to_queue is None:
+        if not self.mapping.on_failure_destination or self._send_to_queue is None:
             return
         message = {
             "requestContext": {
                 "requestId": result.request_id if result else str(uuid.uuid4()),
-                "functionArn": self.mapping.function_arn,
+                "functionArn": self.function_arn,
                 "condition": condition,
                 "approximateInvokeCount": batch.retries + 1,
             },
@@ -342,11 +303,11 @@ class StreamPump:
                 "approximateArrivalOfFirstRecord": _iso(first.get("ApproximateCreationDateTime")),
                 "approximateArrivalOfLastRecord": _iso(last.get("ApproximateCreationDateTime")),
                 "batchSize": len(batch.records),
-                "streamArn": self.mapping.stream_arn,
+                "streamArn": self.stream_arn,
             },
         }
         try:
-            self._send_to_queue(self.mapping.on_failure_queue_arn, json.dumps(message))
+            self._send_to_queue(self.mapping.on_failure_destination, json.dumps(message))
         except (BotoCoreError, ClientError) as error:
             _log.error("%s: could not send to the on-failure queue: %s", self.mapping.function, error)
 
