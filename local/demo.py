@@ -510,9 +510,11 @@ def _percent(part: int, whole: int) -> float:
 def format_report(report: dict[str, Any]) -> str:
     lines = ["", "hpp-tracker demo report", "=" * 23]
     sessions = report["sessions"]
+    retried = sum(sessions["create_failures"].values())
     lines.append(
         f"sessions            {sessions['created']} created of {sessions['requested']} through POST /sessions"
         f" (chaos {report['chaos']}, seed {report['seed']})"
+        + (f"; {retried} answers retried ({_pairs(sessions['create_failures'])})" if retried else "")
     )
     lines.append("final status        " + _pairs(report["final_status"]))
     equal = report["tracker_equals_klarna"]

@@ -62,12 +62,15 @@ def run_demo(tmp_path: Path, *args: str) -> tuple[int, str, dict[str, Any], set[
     return process.returncode, output, report, started
 
 
-@pytest.mark.parametrize(("chaos", "seed"), [("default", 11), ("heavy", 12)])
+# The lifetime leaves the poller many reads between a consumer's last step (at most ~12 s in) and expiry:
+# Klarna answers 404 once a session has expired, so a COMPLETED whose callback was dropped must be read
+# before then, and heavy chaos fails 30% of reads.
+@pytest.mark.parametrize(("chaos", "seed", "lifetime"), [("default", 11, "30"), ("heavy", 12, "40")])
 def test_the_demo_converges_to_klarnas_truth_under_chaos_and_leaves_nothing_running(
-    tmp_path: Path, chaos: str, seed: int
+    tmp_path: Path, chaos: str, seed: int, lifetime: str
 ) -> None:
     code, output, report, started = run_demo(
-        tmp_path, "--sessions", "25", "--chaos", chaos, "--seed", str(seed), "--session-lifetime", "30"
+        tmp_path, "--sessions", "25", "--chaos", chaos, "--seed", str(seed), "--session-lifetime", lifetime
     )
     log_tail = (tmp_path / "log").read_text(errors="replace")[-4000:] if (tmp_path / "log").exists() else ""
     assert code == 0, f"{output}\n--- stack log ---\n{log_tail}"
