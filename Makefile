@@ -48,7 +48,7 @@ if [ -z "$$py" ] || ! "$$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3
 fi
 endef
 
-.PHONY: help venv tools node_modules lint test unit bench build clean run
+.PHONY: help venv tools node_modules lint test unit bench build clean run demo
 
 help: ## List the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -109,6 +109,9 @@ bench: venv node_modules ## Run every bench/*.py as `python -m bench.<name>`
 
 run: venv node_modules ## Start the local stack on 127.0.0.1 (options: make run ARGS="..."); Ctrl-C stops it
 	@$(VENV)/bin/python -m local.stack $(ARGS)
+
+demo: venv node_modules ## Run the tracker against a chaotic simulated Klarna and check it (ARGS="--sessions 50")
+	@$(VENV)/bin/python -m local.demo $(ARGS)
 
 # sam's Python builder looks for python3.13 on PATH: put the tools venv's (which has pip) first.
 build: tools ## sam build (output in .aws-sam/)

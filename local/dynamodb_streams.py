@@ -1,12 +1,13 @@
 """Read a table's DynamoDB stream and hand its records over exactly as Lambda delivers them.
 
-Used by the tests (records from DynamoDB Local's real stream, after real writes) and by the local
-stack's stream pump. A Lambda DynamoDB event is `{"Records": [...]}`; each record is what the streams
+The one stream reader: used by the tests (records from DynamoDB Local's real stream, after real writes)
+and by the local stack's stream pump (local/stream_pump.py), which delivers what it reads.
+A Lambda DynamoDB event is `{"Records": [...]}`; each record is what the streams
 API's GetRecords returns for it (`eventID`, `eventName`, `eventVersion`, `eventSource`, `awsRegion`,
 `dynamodb` with `ApproximateCreationDateTime`, `Keys`, `NewImage`, `OldImage`, `SequenceNumber`,
 `SizeBytes`, `StreamViewType`, and `userIdentity` for TTL deletions) plus `eventSourceARN`, the stream's
-ARN. The only conversion is `ApproximateCreationDateTime`: boto3 parses it into a datetime, Lambda
-delivers epoch seconds as a number.
+ARN. The only conversions: `ApproximateCreationDateTime` (boto3 parses it into a datetime, Lambda
+delivers epoch seconds as a number) and binary values (bytes in boto3, base64 in Lambda's JSON).
 
 Works on any streams endpoint (DynamoDB Local, moto, AWS); values such as the region and account in
 the ARN are the endpoint's own (DynamoDB Local says `ddblocal` and `000000000000`).
@@ -14,6 +15,8 @@ the ARN are the endpoint's own (DynamoDB Local says `ddblocal` and `000000000000
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -30,16 +33,22 @@ RECORD_KEYS = ("eventID", "eventName", "eventVersion", "eventSource", "awsRegion
 
 def lambda_record(stream_record: Mapping[str, Any], stream_arn: str) -> dict[str, Any]:
     """One GetRecords record (as boto3 returns it) shaped as in Lambda's event."""
-    dynamodb = dict(stream_record["dynamodb"])
-    created = dynamodb.get("ApproximateCreationDateTime")
-    if isinstance(created, datetime):
-        dynamodb["ApproximateCreationDateTime"] = created.timestamp()
+    # JSON as Lambda sends it: ApproximateCreationDateTime in epoch seconds, binary values in base64.
+    dynamodb = json.loads(json.dumps(stream_record["dynamodb"], default=_as_lambda_json))
     record: dict[str, Any] = {key: stream_record[key] for key in RECORD_KEYS if key in stream_record}
     record["dynamodb"] = dynamodb
     if "userIdentity" in stream_record:
         record["userIdentity"] = dict(stream_record["userIdentity"])
     record["eventSourceARN"] = stream_arn
     return record
+
+
+def _as_lambda_json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def lambda_event(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -93,7 +102,12 @@ class StreamReader:
             parent = self._parents.get(shard_id)
             if parent is not None and parent in self._iterators:
                 continue  # the parent's records come first
-            records = self._read_shard(shard_id, limit)
+            try:
+                records = self._read_shard(shard_id, limit)
+            except Exception:
+                if batches:
+                    return batches  # hand out what was read (those iterators moved on); retry it later
+                raise
             if records:
                 batches[shard_id] = records
         return batches
@@ -165,6 +179,8 @@ class StreamReader:
                 )
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "ExpiredIteratorException":
+                    if records:
+                        return records  # the iterator is past them: hand them out, retry the read next time
                     raise
                 after = self._last_sequence.get(shard_id)
                 self._iterators[shard_id] = self._iterator(shard_id, "TRIM_HORIZON", after)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import TextIO
 
 
 class _ComponentFormatter(logging.Formatter):
@@ -22,8 +23,9 @@ class _ComponentFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Log the local components at `level` to `stream` (stderr by default; the demo sends them to a file)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_ComponentFormatter())
     root = logging.getLogger("local")
     root.handlers[:] = [handler]

@@ -1,6 +1,7 @@
 """Scheduled invocations (`Schedule` and `ScheduleV2` events) every `--poll-interval` seconds.
 
-Each invocation gets what the schedule would deliver: the event's `Input` (JSON) if it has one, else the
+Each invocation gets what the schedule would deliver: the event's `Input` (JSON, with EventBridge
+Scheduler's context attributes such as `<aws.scheduler.scheduled-time>` filled in) if it has one, else the
 default notification (EventBridge's "Scheduled Event" for `Schedule`; EventBridge Scheduler's for
 `ScheduleV2`). The function's context counts down from its Timeout as on Lambda. A run that takes longer
 than the interval delays the next one (one run at a time per schedule); the log says so.
@@ -44,14 +45,25 @@ class ScheduleSpec:
     enabled: bool = True
 
     def payload(self, *, region: str, account: str, now: datetime) -> Any:
-        if self.input is not None:
-            return json.loads(self.input)
-        source = "aws.scheduler" if self.event_type == "ScheduleV2" else "aws.events"
         resource = (
             f"arn:aws:scheduler:{region}:{account}:schedule/default/{self.function}-{self.name}"
             if self.event_type == "ScheduleV2"
             else f"arn:aws:events:{region}:{account}:rule/{self.function}-{self.name}"
         )
+        if self.input is not None:
+            text = self.input
+            if self.event_type == "ScheduleV2":
+                # EventBridge Scheduler fills in its context attributes before it delivers the Input.
+                context = {
+                    "schedule-arn": resource,
+                    "scheduled-time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "execution-id": uuid.uuid4().hex[:16],
+                    "attempt-number": "1",
+                }
+                for name, value in context.items():
+                    text = text.replace(f"<aws.scheduler.{name}>", value)
+            return json.loads(text)
+        source = "aws.scheduler" if self.event_type == "ScheduleV2" else "aws.events"
         return {
             "version": "0",
             "id": str(uuid.uuid4()),

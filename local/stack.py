@@ -57,7 +57,8 @@ from local.sam import (
     environment_strings,
 )
 from local.scheduler import Scheduler, ScheduleSpec, rate_seconds
-from local.stream_pump import StreamMapping, StreamPump
+from local.stream_mapping import StreamMapping
+from local.stream_pump import StreamPump
 from local.template import TEMPLATE_PATH, TemplateError, create_table
 
 if TYPE_CHECKING:
@@ -671,11 +672,10 @@ class LocalStack:
         for logical_id, spec in self._functions.items():
             runtime = self.runtimes[logical_id]
             for event in spec.events_of("DynamoDB"):
-                mapping = StreamMapping.from_event(
-                    logical_id, runtime.config.arn, resolver.resolve(event.properties)
-                )
+                mapping = StreamMapping.from_event(logical_id, resolver.resolve(event.properties))
                 pump = StreamPump(
                     mapping,
+                    function_arn=runtime.config.arn,
                     streams=streams,
                     invoke=lambda records, runtime=runtime: runtime.invoke(records, source="stream"),  # type: ignore[misc]
                     send_to_queue=self._send_to_queue,

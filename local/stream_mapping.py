@@ -130,6 +130,7 @@ class StreamMapping:
     report_batch_item_failures: bool = False
     on_failure_destination: Any = None
     filter: StreamFilter = field(default_factory=StreamFilter)
+    enabled: bool = True
 
     @classmethod
     def from_template(
@@ -147,7 +148,11 @@ class StreamMapping:
             event = next(iter(streams))
         if event not in streams:
             raise MappingError(f"{function} has no DynamoDB event {event!r}")
-        props: Mapping[str, Any] = streams[event].get("Properties") or {}
+        return cls.from_event(function, streams[event].get("Properties") or {})
+
+    @classmethod
+    def from_event(cls, function: str, props: Mapping[str, Any]) -> StreamMapping:
+        """From a SAM `DynamoDB` event's properties (as written, or resolved by the local stack)."""
         return cls(
             function=function,
             stream=props.get("Stream"),
@@ -156,14 +161,20 @@ class StreamMapping:
             maximum_batching_window_seconds=int(props.get("MaximumBatchingWindowInSeconds", 0)),
             maximum_retry_attempts=int(props.get("MaximumRetryAttempts", -1)),
             maximum_record_age_seconds=int(props.get("MaximumRecordAgeInSeconds", -1)),
-            bisect_batch_on_function_error=bool(props.get("BisectBatchOnFunctionError", False)),
+            bisect_batch_on_function_error=_flag(props.get("BisectBatchOnFunctionError", False)),
             report_batch_item_failures="ReportBatchItemFailures"
             in (props.get("FunctionResponseTypes") or []),
             on_failure_destination=((props.get("DestinationConfig") or {}).get("OnFailure") or {}).get(
                 "Destination"
             ),
             filter=StreamFilter.from_filter_criteria(props.get("FilterCriteria")),
+            enabled=_flag(props.get("Enabled", True)),
         )
+
+
+def _flag(value: Any) -> bool:
+    """A template boolean (YAML true, or "true" once resolved from a parameter)."""
+    return value is True or str(value).lower() == "true"
 
 
 def records_to_retry(batch: Sequence[Mapping[str, Any]], response: Any) -> list[dict[str, Any]]:

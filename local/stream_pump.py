@@ -23,81 +23,22 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from local.event_patterns import FilterCriteria
+from local.dynamodb_streams import StreamReader
 from local.runtime import InvokeResult
+from local.stream_mapping import StreamMapping, records_to_retry
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
 
 _log = logging.getLogger("local.pump")
 _GET_RECORDS_LIMIT = 1000
-
-
-@dataclass(frozen=True)
-class StreamMapping:
-    """A `DynamoDB` event of a function, resolved."""
-
-    function: str  # logical id
-    function_arn: str
-    stream_arn: str
-    starting_position: str = "LATEST"
-    batch_size: int = 100
-    filters: FilterCriteria = field(default_factory=FilterCriteria)
-    bisect_on_error: bool = False
-    maximum_retry_attempts: int = -1  # -1: until the record expires
-    maximum_record_age_seconds: int = -1
-    report_batch_item_failures: bool = False
-    on_failure_queue_arn: str | None = None
-    enabled: bool = True
-
-    @classmethod
-    def from_event(cls, function: str, function_arn: str, properties: Mapping[str, Any]) -> StreamMapping:
-        """From a SAM `DynamoDB` event's (resolved) properties."""
-        destination = ((properties.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
-        return cls(
-            function=function,
-            function_arn=function_arn,
-            stream_arn=str(properties["Stream"]),
-            starting_position=str(properties.get("StartingPosition", "LATEST")),
-            batch_size=int(properties.get("BatchSize", 100)),
-            filters=FilterCriteria.from_template(properties.get("FilterCriteria")),
-            bisect_on_error=_flag(properties.get("BisectBatchOnFunctionError", False)),
-            maximum_retry_attempts=int(properties.get("MaximumRetryAttempts", -1)),
-            maximum_record_age_seconds=int(properties.get("MaximumRecordAgeInSeconds", -1)),
-            report_batch_item_failures="ReportBatchItemFailures"
-            in (properties.get("FunctionResponseTypes") or []),
-            on_failure_queue_arn=str(destination) if destination else None,
-            enabled=_flag(properties.get("Enabled", True)),
-        )
-
-
-def _flag(value: Any) -> bool:
-    return value is True or str(value).lower() == "true"
-
-
-def lambda_record(raw: Mapping[str, Any], stream_arn: str, region: str) -> dict[str, Any]:
-    """A GetRecords record as Lambda hands it to a function (times as epoch seconds, the stream's ARN)."""
-    record = json.loads(json.dumps(raw, default=_json_default))
-    record["awsRegion"] = region  # DynamoDB Local says "ddblocal"
-    record["eventSourceARN"] = stream_arn
-    return record
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, bytes):
-        import base64  # noqa: PLC0415 - binary attributes are rare
-
-        return base64.b64encode(value).decode()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 @dataclass
@@ -121,10 +62,11 @@ class _Batch:
 
 
 class StreamPump:
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the mapping, its function, the stack's hooks and the pacing knobs
         self,
         mapping: StreamMapping,
         *,
+        function_arn: str,
         streams: DynamoDBStreamsClient,
         invoke: Callable[[dict[str, Any]], InvokeResult],
         send_to_queue: Callable[[str, str], None] | None = None,
@@ -134,6 +76,8 @@ class StreamPump:
         max_retry_delay: float = 5.0,
     ) -> None:
         self.mapping = mapping
+        self.function_arn = function_arn
+        self.stream_arn = str(mapping.stream)  # resolved by the stack: the stream's ARN
         self.stats = PumpStats()
         self._streams = streams
         self._invoke = invoke
@@ -145,14 +89,15 @@ class StreamPump:
         self._max_retry_delay = max_retry_delay
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._shards: dict[str, threading.Thread] = {}  # started shard readers
-        self._done: set[str] = set()  # shards read to their end
-        self._initial: set[str] | None = None
+        self._reader = StreamReader(
+            streams,
+            self.stream_arn,
+            starting_position=cast("Literal['TRIM_HORIZON', 'LATEST']", mapping.starting_position),
+        )
         self._idle = threading.Condition()
         self._busy = 0
         # Set once every shard known at start is being read: from then on no write is missed (LATEST).
         self.reading = threading.Event()
-        self._first_reads: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -161,28 +106,26 @@ class StreamPump:
             _log.info("%s: stream mapping disabled in the template", self.mapping.function)
             return
         self._thread = threading.Thread(
-            target=self._discover_loop, name=f"pump-{self.mapping.function}", daemon=True
+            target=self._read_loop, name=f"pump-{self.mapping.function}", daemon=True
         )
         self._thread.start()
         _log.info(
             "%s ← %s (batch %d, %s, filters: %d, retries: %s, bisect: %s, partial batch: %s, on failure: %s)",
             self.mapping.function,
-            self.mapping.stream_arn.split(":table/")[-1].split("/stream/")[0],
+            self.stream_arn.split(":table/")[-1].split("/stream/")[0],
             self.mapping.batch_size,
             self.mapping.starting_position,
-            len(self.mapping.filters.patterns),
+            len(self.mapping.filter.patterns),
             "∞" if self.mapping.maximum_retry_attempts < 0 else self.mapping.maximum_retry_attempts,
-            self.mapping.bisect_on_error,
+            self.mapping.bisect_batch_on_function_error,
             self.mapping.report_batch_item_failures,
-            self.mapping.on_failure_queue_arn or "dropped",
+            self.mapping.on_failure_destination or "dropped",
         )
 
     def stop(self) -> None:
         self._stop.set()
-        threads = [self._thread, *list(self._shards.values())]
-        for thread in threads:
-            if thread is not None:
-                thread.join(timeout=10)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
         self._thread = None
 
     def wait_idle(self, timeout: float) -> bool:
@@ -196,110 +139,32 @@ class StreamPump:
                 self._idle.wait(remaining)
         return True
 
-    # -- shards ----------------------------------------------------------------------------------
+    # -- reading -------------------------------------------------------------------------------
 
-    def _discover_loop(self) -> None:
+    def _read_loop(self) -> None:
+        """Read every shard (parents first) and deliver what was read before reading on, as Lambda does:
+        a shard's next records wait until its current batch succeeded or was given up."""
         while not self._stop.is_set():
             try:
-                self._discover()
+                by_shard = self._reader.read_by_shard(_GET_RECORDS_LIMIT)
             except (BotoCoreError, ClientError) as error:
-                _log.warning("%s: DescribeStream failed: %s", self.mapping.function, error)
-            self._stop.wait(1.0)
-
-    def _discover(self) -> None:
-        shards: list[Mapping[str, Any]] = []
-        start: dict[str, Any] = {}
-        while True:
-            description = self._streams.describe_stream(StreamArn=self.mapping.stream_arn, **start)[
-                "StreamDescription"
-            ]
-            shards += description.get("Shards", [])
-            last = description.get("LastEvaluatedShardId")
-            if not last:
-                break
-            start = {"ExclusiveStartShardId": last}
-        known = {shard["ShardId"] for shard in shards}
-        if self._initial is None:
-            self._initial = known
-            if not known:
-                self.reading.set()  # nothing to read yet: the first shard will be read from its start
-        for shard in shards:
-            shard_id = shard["ShardId"]
-            parent = shard.get("ParentShardId")
-            if shard_id in self._shards:
-                continue
-            if parent and parent in known and parent not in self._done:
-                continue  # Lambda finishes a parent before reading its children
-            position = self.mapping.starting_position if shard_id in self._initial else "TRIM_HORIZON"
-            thread = threading.Thread(
-                target=self._read_shard, args=(shard_id, position), name=f"pump-{shard_id[-8:]}", daemon=True
-            )
-            self._shards[shard_id] = thread
-            thread.start()
-
-    def _read_shard(self, shard_id: str, position: str) -> None:
-        iterator: str | None = self._iterator(shard_id, position)
-        if iterator is None:
-            self._shards.pop(shard_id, None)  # discovery tries again
-            return
-        last_sequence: str | None = None  # of the last record handled: where to resume
-        while iterator is not None and not self._stop.is_set():
-            try:
-                response = self._streams.get_records(ShardIterator=iterator, Limit=_GET_RECORDS_LIMIT)
-            except ClientError as error:
-                if error.response.get("Error", {}).get("Code") != "ExpiredIteratorException":
-                    _log.warning("%s: GetRecords failed on %s: %s", self.mapping.function, shard_id, error)
-                    self._stop.wait(1.0)
-                    continue
-                # An iterator lives 15 minutes: a batch retried that long (no retry limit) outlives it.
-                resume = ("AFTER_SEQUENCE_NUMBER", last_sequence) if last_sequence else (position, None)
-                renewed = self._iterator(shard_id, *resume)
-                if renewed is None:
-                    self._stop.wait(1.0)
-                else:
-                    iterator = renewed
-                continue
-            except BotoCoreError as error:
-                _log.warning("%s: GetRecords failed on %s: %s", self.mapping.function, shard_id, error)
+                _log.warning("%s: reading the stream failed: %s", self.mapping.function, error)
                 self._stop.wait(1.0)
                 continue
-            iterator = cast("str | None", response.get("NextShardIterator"))  # None: the shard is closed
-            self._mark_reading(shard_id)
-            raw_records = response.get("Records", [])
-            if raw_records:
-                self._deliver_all(shard_id, raw_records)
-                last_sequence = raw_records[-1]["dynamodb"]["SequenceNumber"]
-            elif iterator is not None:
+            self.reading.set()  # every shard there at start has its iterator: no later write is missed
+            for shard_id, records in by_shard.items():
+                for record in records:
+                    record["awsRegion"] = self._region  # DynamoDB Local says "ddblocal"
+                self._deliver_all(shard_id, records)
+            if not by_shard:
                 self._stop.wait(self._poll_interval)
-        if iterator is None:
-            self._done.add(shard_id)
-
-    def _iterator(self, shard_id: str, position: str, sequence_number: str | None = None) -> str | None:
-        arguments: dict[str, Any] = {"StreamArn": self.mapping.stream_arn, "ShardId": shard_id}
-        arguments["ShardIteratorType"] = position
-        if sequence_number is not None:
-            arguments["SequenceNumber"] = sequence_number
-        try:
-            iterator: str = self._streams.get_shard_iterator(**arguments)["ShardIterator"]
-        except (BotoCoreError, ClientError) as error:
-            _log.warning("%s: GetShardIterator failed on %s: %s", self.mapping.function, shard_id, error)
-            return None
-        return iterator
-
-    def _mark_reading(self, shard_id: str) -> None:
-        if self.reading.is_set():
-            return
-        self._first_reads.add(shard_id)
-        if self._initial is not None and self._initial <= self._first_reads | self._done:
-            self.reading.set()
 
     # -- delivery --------------------------------------------------------------------------------
 
-    def _deliver_all(self, shard_id: str, raw_records: list[Any]) -> None:
+    def _deliver_all(self, shard_id: str, records: list[dict[str, Any]]) -> None:
         read_at = time.time()
-        records = [lambda_record(raw, self.mapping.stream_arn, self._region) for raw in raw_records]
         self.stats.records_read += len(records)
-        matching = [record for record in records if self.mapping.filters.matches(record)]
+        matching = [record for record in records if self.mapping.filter.matches(record)]
         self.stats.records_filtered_out += len(records) - len(matching)
         size = self.mapping.batch_size
         with self._idle:
@@ -338,7 +203,7 @@ class StreamPump:
                 self.stats.partial_failures += 1  # the first record failed: retry the whole batch
             else:
                 self.stats.function_errors += 1
-                if self.mapping.bisect_on_error and len(batch.records) > 1:
+                if self.mapping.bisect_batch_on_function_error and len(batch.records) > 1:
                     half = len(batch.records) // 2
                     queue.popleft()
                     queue.extendleft(
@@ -379,25 +244,16 @@ class StreamPump:
             return 0
         if not self.mapping.report_batch_item_failures:
             return None
-        payload = result.payload
-        if not isinstance(payload, dict):
-            return None  # null or another shape: Lambda takes the batch as a success
-        failures = payload.get("batchItemFailures")
-        if not failures:
+        again = records_to_retry(batch.records, result.payload)
+        if not again:
             return None
-        sequence_numbers = [record["dynamodb"]["SequenceNumber"] for record in batch.records]
-        indexes = []
-        for failure in failures:
-            identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
-            if not identifier or identifier not in sequence_numbers:
-                _log.warning(
-                    "%s: invalid batchItemFailures entry %r: the whole batch fails",
-                    self.mapping.function,
-                    failure,
-                )
-                return 0
-            indexes.append(sequence_numbers.index(identifier))
-        return min(indexes)
+        if len(again) == len(batch.records):
+            _log.warning(
+                "%s: batch response %s: the whole batch fails",
+                self.mapping.function,
+                str(result.payload)[:200],
+            )
+        return len(batch.records) - len(again)
 
     def _too_old(self, batch: _Batch) -> bool:
         limit = self.mapping.maximum_record_age_seconds
@@ -421,15 +277,15 @@ class StreamPump:
             batch.retries,
             condition,
             "; sent to the on-failure queue"
-            if self.mapping.on_failure_queue_arn
+            if self.mapping.on_failure_destination
             else "; dropped (no destination)",
         )
-        if not self.mapping.on_failure_queue_arn or self._send_to_queue is None:
+        if not self.mapping.on_failure_destination or self._send_to_queue is None:
             return
         message = {
             "requestContext": {
                 "requestId": result.request_id if result else str(uuid.uuid4()),
-                "functionArn": self.mapping.function_arn,
+                "functionArn": self.function_arn,
                 "condition": condition,
                 "approximateInvokeCount": batch.retries + 1,
             },
@@ -447,11 +303,11 @@ class StreamPump:
                 "approximateArrivalOfFirstRecord": _iso(first.get("ApproximateCreationDateTime")),
                 "approximateArrivalOfLastRecord": _iso(last.get("ApproximateCreationDateTime")),
                 "batchSize": len(batch.records),
-                "streamArn": self.mapping.stream_arn,
+                "streamArn": self.stream_arn,
             },
         }
         try:
-            self._send_to_queue(self.mapping.on_failure_queue_arn, json.dumps(message))
+            self._send_to_queue(self.mapping.on_failure_destination, json.dumps(message))
         except (BotoCoreError, ClientError) as error:
             _log.error("%s: could not send to the on-failure queue: %s", self.mapping.function, error)
 

@@ -362,6 +362,12 @@ class KlarnaSimulator:
         with self._lock:
             return self._sessions[session_id].truth(self._clock.now())
 
+    def status_update_url(self, session_id: str) -> str | None:
+        """The session's `merchant_urls.status_update` as the merchant sent it (the tracker's secret included:
+        for local tests that call back the way Klarna does; the truth strips it)."""
+        with self._lock:
+            return self._sessions[session_id].merchant_urls.get("status_update")
+
     def wait_settled(self, timeout: float) -> bool:
         """Wait until every journey step and callback delivery is done (abandoned sessions may be open)."""
         return self._tasks.wait_idle(timeout)

@@ -1,10 +1,11 @@
-"""Lambda's FilterCriteria on DynamoDB stream records, evaluated with moto's event-pattern matcher."""
+"""Lambda's FilterCriteria on DynamoDB stream records (local.stream_mapping.StreamFilter, moto's matcher):
+the pattern language's values and operators, and bad patterns refused."""
 
 import json
 
 import pytest
 
-from local.event_patterns import FilterCriteria, InvalidFilterError
+from local.stream_mapping import MappingError, StreamFilter
 
 
 def record(event_name: str, new_status: str | None, old_status: str | None = None) -> dict:
@@ -16,14 +17,14 @@ def record(event_name: str, new_status: str | None, old_status: str | None = Non
     return {"eventName": event_name, "eventSource": "aws:dynamodb", "dynamodb": dynamodb}
 
 
-def criteria(*patterns: dict) -> FilterCriteria:
+def criteria(*patterns: dict) -> StreamFilter:
     # As SAM writes them: each Pattern is a JSON string.
-    return FilterCriteria.from_template({"Filters": [{"Pattern": json.dumps(p)} for p in patterns]})
+    return StreamFilter.from_filter_criteria({"Filters": [{"Pattern": json.dumps(p)} for p in patterns]})
 
 
 def test_no_filters_let_every_record_through() -> None:
-    assert FilterCriteria.from_template(None).matches(record("REMOVE", None, "WAITING"))
-    assert not FilterCriteria.from_template({"Filters": []})
+    assert StreamFilter.from_filter_criteria(None).matches(record("REMOVE", None, "WAITING"))
+    assert StreamFilter.from_filter_criteria({"Filters": []}).matches(record("INSERT", "WAITING"))
 
 
 def test_exact_values_and_nested_attribute_values() -> None:
@@ -62,13 +63,13 @@ def test_several_filters_are_ored() -> None:
 @pytest.mark.parametrize(
     ("pattern", "problem"),
     [
-        ("{not json", "not valid JSON"),
-        ('["eventName"]', "must be a JSON object"),
-        ('{"eventName": []}', "empty arrays"),
-        ('{"eventName": "INSERT"}', "must be an object or an array"),
-        ('{"eventName": [{"startswith": "IN"}]}', "unknown operator"),
+        ("{not json", "not JSON"),
+        ('["eventName"]', "must be a non-empty JSON object"),
+        ('{"eventName": []}', "empty list"),
+        ('{"eventName": "INSERT"}', "must be an object or a list of rules"),
+        ('{"eventName": [{"startswith": "IN"}]}', "Lambda documents"),
     ],
 )
 def test_a_bad_pattern_fails_loudly_instead_of_matching_everything(pattern: str, problem: str) -> None:
-    with pytest.raises(InvalidFilterError, match=problem):
-        FilterCriteria.from_template({"Filters": [{"Pattern": pattern}]})
+    with pytest.raises(MappingError, match=problem):
+        StreamFilter.from_filter_criteria({"Filters": [{"Pattern": pattern}]})

@@ -1,0 +1,622 @@
+"""`make demo` (`python -m local.demo`): the whole tracker on this machine, driven by a chaotic Klarna.
+
+Starts the local stack from template.yaml, creates sessions through the tracker's `POST /sessions`, lets
+the Klarna simulator's seeded consumers drive them (callbacks dropped, duplicated, delayed and emptied,
+Read Session slow, failing or rate limited, as the chaos profile says), shows progress, waits until the
+tracker holds a final status for every session (or the deadline passes), then checks the tracker against
+what really happened at Klarna (the simulator's truth) and against the events that reached the bus:
+
+- every session's final status (and, once COMPLETED, its authorization_token or order_id) equals Klarna's;
+- exactly the COMPLETED sessions got an `HPP Session Completed` event, with the right token / order id.
+
+It exits 0 only when both hold for every session; the report says what differed otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import urllib3
+
+from local.klarna_simulator import SimulatorConfig
+from local.klarna_simulator.chaos import CHAOS_PROFILES, chaos_profile
+from local.logs import configure_logging
+from local.runtime import InvokeResult
+from local.stack import LocalStack, StackOptions
+
+CALLBACK_FUNCTION = "CallbackFunction"
+POLLER_FUNCTION = "PollerFunction"
+COMPLETED_EVENT = "HPP Session Completed"
+STATUS_CHANGED_EVENT = "HPP Session Status Changed"
+FINAL = frozenset({"COMPLETED", "CANCELLED", "DISABLED", "EXPIRED"})
+STATUS_ORDER = ("WAITING", "IN_PROGRESS", "FAILED", "BACK", "ERROR", *sorted(FINAL))
+KP_SESSION_URL = "https://api.playground.klarna.com/payments/v1/sessions/{id}"
+# How the tracker is tuned so that a demo converges in about a minute instead of Klarna's 48 hours:
+# polled 2 s after each change (then 4 s, 4 s ...), EXPIRED recorded 5 s after Klarna's expires_at.
+DEMO_ENVIRONMENT = {
+    "FIRST_POLL_DELAY_SECONDS": "2",
+    "POLL_MAX_INTERVAL_SECONDS": "4",
+    "EXPIRY_GRACE_SECONDS": "5",
+    "POLL_TIME_MARGIN_SECONDS": "15",
+}
+
+
+@dataclass
+class DemoOptions:
+    sessions: int = 300
+    chaos: str = "default"
+    seed: int = 7
+    session_lifetime: float = 40.0
+    deadline: float = 240.0  # seconds after the last session was created
+    create_rate: float = 25.0  # POST /sessions per second (Klarna allows 40 creates a second)
+    concurrency: int = 4
+    poll_interval: float = 1.0
+    port: int = 0
+    log_file: Path | None = None
+    progress_every: float = 5.0  # seconds between progress lines when stdout is not a terminal
+
+
+@dataclass
+class Tally:
+    """What the functions answered, counted as the stack invokes them (thread safe)."""
+
+    callbacks: Counter[str] = field(default_factory=Counter)
+    poller: Counter[str] = field(default_factory=Counter)
+    poll_runs: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, function: str, source: str, result: InvokeResult) -> None:
+        with self.lock:
+            if function == CALLBACK_FUNCTION and source == "gateway":
+                self.callbacks[_callback_outcome(result)] += 1
+            elif function == POLLER_FUNCTION:
+                self.poll_runs += 1
+                if result.ok and isinstance(result.payload, dict):
+                    for outcome, count in (result.payload.get("outcomes") or {}).items():
+                        self.poller[str(outcome)] += int(count)
+                else:
+                    self.poller["run_failed"] += 1
+
+
+def _callback_outcome(result: InvokeResult) -> str:
+    if not result.ok or not isinstance(result.payload, dict):
+        return "function_error"
+    status = int(result.payload.get("statusCode", 0))
+    if status == 200:  # noqa: PLR2004
+        try:
+            return str(json.loads(result.payload.get("body") or "{}").get("outcome", "ok"))
+        except json.JSONDecodeError:
+            return "ok"
+    return {403: "refused", 400: "rejected", 404: "unknown_session"}.get(status, f"http_{status}")
+
+
+class DemoStack(LocalStack):
+    """The local stack, counting what the callback and poller functions answer."""
+
+    def __init__(self, options: StackOptions) -> None:
+        super().__init__(options)
+        self.tally = Tally()
+
+    def invoke(self, function: str, event: Any, *, source: str = "invoke") -> InvokeResult:
+        result = super().invoke(function, event, source=source)
+        self.tally.record(function, source, result)
+        return result
+
+
+class EventsCollector:
+    """Drains the stack's events_queue (every event on the bus) in the background."""
+
+    def __init__(self, sqs: Any, queue_url: str) -> None:
+        self._sqs, self._url = sqs, queue_url
+        self.events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-events", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.events)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                answer = self._sqs.receive_message(
+                    QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+                )
+            except Exception:  # the emulator may be stopping; try again until told to stop
+                self._stop.wait(0.5)
+                continue
+            messages = answer.get("Messages", [])
+            if not messages:
+                continue
+            with self._lock:
+                self.events += [json.loads(message["Body"]) for message in messages]
+            self._sqs.delete_message_batch(
+                QueueUrl=self._url,
+                Entries=[
+                    {"Id": str(n), "ReceiptHandle": message["ReceiptHandle"]}
+                    for n, message in enumerate(messages)
+                ],
+            )
+
+
+class Progress:
+    """A progress bar with counts per status on a terminal; a line every few seconds otherwise."""
+
+    def __init__(self, out: TextIO, total: int, every: float) -> None:
+        self.out, self.total, self.every = out, total, every
+        self.tty = out.isatty()
+        self._last_line = 0.0
+
+    def show(self, phase: str, created: int, statuses: Counter[str], elapsed: float) -> None:
+        final = sum(count for status, count in statuses.items() if status in FINAL)
+        width = 30
+        filled = int(width * final / self.total) if self.total else width
+        bar = "#" * filled + "-" * (width - filled)
+        counts = " ".join(f"{status}={statuses[status]}" for status in STATUS_ORDER if statuses[status])
+        line = f"[{bar}] {final}/{self.total} final  {elapsed:5.1f}s  {phase} created={created}  {counts}"
+        if self.tty:
+            self.out.write("\r\033[K" + line)
+            self.out.flush()
+        elif time.monotonic() - self._last_line >= self.every:
+            self._last_line = time.monotonic()
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            self.out.write("\n")
+            self.out.flush()
+
+
+# ------------------------------------------------------------------------------------------- run
+
+
+@dataclass
+class DemoResult:
+    report: dict[str, Any]
+    ok: bool
+
+
+def stack_options(options: DemoOptions) -> StackOptions:
+    simulator = SimulatorConfig(
+        seed=options.seed,
+        chaos=chaos_profile(options.chaos),
+        session_lifetime=options.session_lifetime,
+        think_time=(0.3, 2.0),
+        callback_retry_delay=1.0,
+    )
+    return StackOptions(
+        port=options.port,
+        simulator=simulator,
+        poll_interval=options.poll_interval,
+        environment=dict(DEMO_ENVIRONMENT),
+        concurrency=options.concurrency,
+    )
+
+
+def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
+    """Start the stack, drive the sessions, stop the stack; the report and whether everything matched."""
+    stack = DemoStack(stack_options(options))
+    with stack:
+        return _drive(stack, options, out)
+
+
+@dataclass
+class RunRecord:
+    """What the demo did and saw while it ran (the report compares it with Klarna's truth)."""
+
+    created: list[str] = field(default_factory=list)
+    create_failures: Counter[str] = field(default_factory=Counter)
+    merchant_deletes: Counter[str] = field(default_factory=Counter)
+    create_seconds: float = 0.0
+    converge_seconds: float | None = None
+
+
+def _drive(stack: DemoStack, options: DemoOptions, out: TextIO) -> DemoResult:
+    ready = stack.ready
+    api_url, simulator = ready["api_url"], stack.simulator
+    if simulator is None:
+        raise RuntimeError("the demo needs the Klarna simulator")
+    http = urllib3.PoolManager(maxsize=16, retries=False, timeout=urllib3.Timeout(total=30))
+    record = RunRecord()
+
+    def merchant_disable(session_id: str) -> None:
+        # The merchant disables through the tracker's DELETE /sessions/{id}, which calls Klarna.
+        response = http.request("DELETE", f"{api_url}/sessions/{session_id}")
+        record.merchant_deletes[f"http_{response.status}"] += 1
+
+    simulator.merchant_disable = merchant_disable
+    events = EventsCollector(stack.client("sqs"), ready["events_queue_url"])
+    events.start()
+    dynamodb, table = stack.client("dynamodb"), ready["table_name"]
+    progress = Progress(out, options.sessions, options.progress_every)
+    started = time.monotonic()
+    _create_sessions(
+        http,
+        api_url,
+        options,
+        record,
+        lambda: progress.show("creating", len(record.created), Counter(), time.monotonic() - started),
+    )
+    record.create_seconds = time.monotonic() - started
+    deadline = time.monotonic() + options.deadline
+    while time.monotonic() < deadline:
+        statuses = _tracker_statuses(dynamodb, table)
+        counts = Counter(statuses.get(session_id, "MISSING") for session_id in record.created)
+        progress.show("converging", len(record.created), counts, time.monotonic() - started)
+        if record.created and all(statuses.get(session_id) in FINAL for session_id in record.created):
+            record.converge_seconds = time.monotonic() - started
+            break
+        time.sleep(0.5)
+    progress.done()
+    # Late copies: callbacks still in Klarna's retry loop, events still in the pump. Wait for both.
+    simulator.wait_settled(timeout=30)
+    _wait_for_completed_events(events, dynamodb, table, record.created, timeout=30)
+    time.sleep(2.0)
+    events.stop()
+    report = build_report(
+        options, record, _tracker_items(dynamodb, table), simulator.truth(), events.snapshot(), stack.tally
+    )
+    return DemoResult(report, ok=report["ok"])
+
+
+def _create_sessions(
+    http: urllib3.PoolManager,
+    api_url: str,
+    options: DemoOptions,
+    record: RunRecord,
+    show_progress: Callable[[], None],
+) -> None:
+    """POST /sessions `options.sessions` times, paced under Klarna's create limit; 5xx/429 retried."""
+    lock = threading.Lock()
+    rng = random.Random(f"demo/{options.seed}")
+    bodies = [
+        {
+            "payment_session_url": KP_SESSION_URL.format(id=uuid.UUID(int=rng.getrandbits(128))),
+            "merchant_urls": {"success": "https://shop.example.com/ok?sid={{session_id}}"},
+            "options": {"place_order_mode": rng.choices(("NONE", "PLACE_ORDER"), weights=(7, 3))[0]},
+        }
+        for _ in range(options.sessions)
+    ]
+
+    def create(body: dict[str, Any]) -> None:
+        for _attempt in range(3):
+            response = http.request(
+                "POST",
+                f"{api_url}/sessions",
+                body=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with lock:
+                if response.status == 201:  # noqa: PLR2004
+                    record.created.append(response.json()["session_id"])
+                    return
+                record.create_failures[f"http_{response.status}"] += 1
+            if response.status < 500 and response.status != 429:  # noqa: PLR2004
+                return
+            time.sleep(1.0)
+
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="demo-create") as pool:
+        futures = []
+        for number, body in enumerate(bodies):
+            futures.append(pool.submit(create, body))
+            time.sleep(1.0 / options.create_rate)
+            if number % 10 == 0:
+                show_progress()
+        for future in futures:
+            future.result()
+
+
+def _tracker_statuses(dynamodb: Any, table: str) -> dict[str, str]:
+    return {item["session_id"]: item["status"] for item in _scan(dynamodb, table, "session_id, #s")}
+
+
+def _tracker_items(dynamodb: Any, table: str) -> dict[str, dict[str, Any]]:
+    projection = "session_id, #s, authorization_token, order_id, klarna_reference"
+    return {item["session_id"]: item for item in _scan(dynamodb, table, projection)}
+
+
+def _scan(dynamodb: Any, table: str, projection: str) -> list[dict[str, str]]:
+    items: list[dict[str, str]] = []
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "ProjectionExpression": projection,
+        "ExpressionAttributeNames": {"#s": "status"},
+        "ConsistentRead": True,
+    }
+    while True:
+        page = dynamodb.scan(**kwargs)
+        for raw in page.get("Items", []):
+            items.append({name: value["S"] for name, value in raw.items() if "S" in value})
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _wait_for_completed_events(
+    events: EventsCollector, dynamodb: Any, table: str, created: list[str], timeout: float
+) -> None:
+    statuses = _tracker_statuses(dynamodb, table)
+    completed = {session_id for session_id in created if statuses.get(session_id) == "COMPLETED"}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = {
+            event["detail"]["session_id"]
+            for event in events.snapshot()
+            if event.get("detail-type") == COMPLETED_EVENT
+        }
+        if completed <= seen:
+            return
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------------------- report
+
+
+def build_report(
+    options: DemoOptions,
+    record: RunRecord,
+    items: dict[str, dict[str, Any]],
+    truth: dict[str, Any],
+    events: list[dict[str, Any]],
+    tally: Tally,
+) -> dict[str, Any]:
+    created = record.created
+    truth_by_id = {session["session_id"]: session for session in truth["sessions"]}
+    mismatches: list[str] = []
+    untracked = sorted(set(truth_by_id) - set(created))
+    for session_id in untracked:
+        mismatches.append(f"{session_id}: created at Klarna but the tracker's POST /sessions failed")
+    agree = 0
+    for session_id in created:
+        klarna = truth_by_id.get(session_id)
+        item = items.get(session_id)
+        problem = _state_mismatch(klarna, item)
+        if problem is None:
+            agree += 1
+        else:
+            mismatches.append(f"{session_id}: {problem}")
+
+    completed_ids = {
+        sid for sid in created if (truth_by_id.get(sid) or {}).get("final_status") == "COMPLETED"
+    }
+    events_right, changed_events, duplicates = _check_events(events, completed_ids, truth_by_id, mismatches)
+
+    summary = truth["summary"]
+    callbacks_at_klarna = summary["callbacks"]
+    total = len(created)
+    report: dict[str, Any] = {
+        "sessions": {
+            "requested": options.sessions,
+            "created": total,
+            "create_failures": dict(record.create_failures),
+        },
+        "chaos": options.chaos,
+        "seed": options.seed,
+        "final_status": dict(
+            sorted(Counter((items.get(sid) or {}).get("status", "MISSING") for sid in created).items())
+        ),
+        "tracker_equals_klarna": {"sessions": agree, "of": total, "percent": _percent(agree, total)},
+        "completed_events": {
+            "completed_sessions": len(completed_ids),
+            "sessions_with_one_right_event": events_right,
+            "status_changed_events": changed_events,
+        },
+        "duplicate_deliveries": {
+            "callbacks_sent_twice_by_klarna": callbacks_at_klarna.get("duplicated", 0),
+            "event_copies_beyond_the_first": duplicates,
+        },
+        "klarna_callbacks": {
+            key: callbacks_at_klarna.get(key, 0)
+            for key in ("events", "dropped", "delayed", "emptied", "attempts", "delivered", "gave_up")
+        },
+        "callback_outcomes": dict(sorted(tally.callbacks.items())),
+        "poller": {"runs": tally.poll_runs, "outcomes": dict(sorted(tally.poller.items()))},
+        "klarna_reads": summary.get("reads", {}),
+        "merchant_disables_via_tracker": dict(sorted(record.merchant_deletes.items())),
+        "seconds": {
+            "creating": round(record.create_seconds, 1),
+            "to_converge": None if record.converge_seconds is None else round(record.converge_seconds, 1),
+            "session_lifetime": options.session_lifetime,
+        },
+        "mismatches": mismatches[:50],
+        "mismatch_count": len(mismatches),
+    }
+    report["ok"] = not mismatches and record.converge_seconds is not None and total == options.sessions
+    return report
+
+
+def _check_events(
+    events: list[dict[str, Any]],
+    completed_ids: set[str],
+    truth_by_id: dict[str, dict[str, Any]],
+    mismatches: list[str],
+) -> tuple[int, int, int]:
+    """(COMPLETED sessions with exactly one right Completed event, Status Changed events, extra copies)."""
+    copies: Counter[str] = Counter()  # event_id -> copies received
+    completed_events: dict[str, dict[str, Any]] = {}  # event_id -> detail
+    changed_events = 0
+    for event in events:
+        detail = event.get("detail") or {}
+        copies[detail.get("event_id", "")] += 1
+        if event.get("detail-type") == COMPLETED_EVENT:
+            completed_events[detail.get("event_id", "")] = detail
+        elif event.get("detail-type") == STATUS_CHANGED_EVENT and copies[detail.get("event_id", "")] == 1:
+            changed_events += 1
+    completed_by_session: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for detail in completed_events.values():
+        completed_by_session[detail.get("session_id", "")].append(detail)
+    events_right = 0
+    for session_id in sorted(completed_ids | set(completed_by_session)):
+        details = completed_by_session.get(session_id, [])
+        if session_id not in completed_ids:
+            mismatches.append(f"{session_id}: a Completed event, but Klarna's session is not COMPLETED")
+        elif len(details) != 1:
+            mismatches.append(f"{session_id}: {len(details)} distinct Completed events instead of 1")
+        elif not _completion_matches(truth_by_id[session_id], details[0]):
+            mismatches.append(f"{session_id}: the Completed event's token / order id differs from Klarna's")
+        else:
+            events_right += 1
+    duplicates = sum(count - 1 for count in copies.values() if count > 1)
+
+    return events_right, changed_events, duplicates
+
+
+def _state_mismatch(klarna: dict[str, Any] | None, item: dict[str, Any] | None) -> str | None:
+    if klarna is None:
+        return "Klarna has no such session"
+    if item is None:
+        return "the tracker has no row"
+    expected = klarna.get("final_status")
+    if expected is None:
+        return f"still open at Klarna ({klarna['status']}); the tracker says {item.get('status')}"
+    if item.get("status") != expected:
+        return f"the tracker says {item.get('status')}, Klarna's truth is {expected}"
+    if expected == "COMPLETED" and not _completion_matches(klarna, item):
+        return "COMPLETED with a token / order id that differs from Klarna's"
+    return None
+
+
+def _completion_matches(klarna: dict[str, Any], stored: dict[str, Any]) -> bool:
+    return all(stored.get(name) == klarna.get(name) for name in ("authorization_token", "order_id"))
+
+
+def _percent(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 2) if whole else 0.0
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = ["", "hpp-tracker demo report", "=" * 23]
+    sessions = report["sessions"]
+    retried = sum(sessions["create_failures"].values())
+    lines.append(
+        f"sessions            {sessions['created']} created of {sessions['requested']} through POST /sessions"
+        f" (chaos {report['chaos']}, seed {report['seed']})"
+        + (f"; {retried} answers retried ({_pairs(sessions['create_failures'])})" if retried else "")
+    )
+    lines.append("final status        " + _pairs(report["final_status"]))
+    equal = report["tracker_equals_klarna"]
+    lines.append(f"tracker == Klarna   {equal['sessions']}/{equal['of']} ({equal['percent']}%)")
+    completed = report["completed_events"]
+    lines.append(
+        f"Completed events    {completed['sessions_with_one_right_event']}/{completed['completed_sessions']}"
+        " COMPLETED sessions with exactly one event and the right token / order id"
+        f"; {completed['status_changed_events']} Status Changed events"
+    )
+    duplicates = report["duplicate_deliveries"]
+    lines.append(
+        f"duplicates          {duplicates['callbacks_sent_twice_by_klarna']} callbacks sent twice by Klarna;"
+        f" {duplicates['event_copies_beyond_the_first']} extra event copies on the queue"
+    )
+    lines.append("Klarna callbacks    " + _pairs(report["klarna_callbacks"]))
+    lines.append("callback outcomes   " + _pairs(report["callback_outcomes"]))
+    poller = report["poller"]
+    lines.append(f"poller              {poller['runs']} runs; " + _pairs(poller["outcomes"]))
+    lines.append("Klarna reads        " + _pairs(report["klarna_reads"]))
+    lines.append("merchant disables   " + _pairs(report["merchant_disables_via_tracker"]))
+    seconds = report["seconds"]
+    converge = "did not converge" if seconds["to_converge"] is None else f"{seconds['to_converge']} s"
+    lines.append(
+        f"time                creating {seconds['creating']} s; every session final after {converge}"
+        f" (session lifetime {seconds['session_lifetime']} s)"
+    )
+    if report["mismatch_count"]:
+        lines.append(f"MISMATCHES          {report['mismatch_count']}")
+        lines += [f"  - {mismatch}" for mismatch in report["mismatches"]]
+    lines.append("RESULT              " + ("OK" if report["ok"] else "FAILED"))
+    return "\n".join(lines)
+
+
+def _pairs(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in counts.items()) or "none"
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = DemoOptions()
+    parser = argparse.ArgumentParser(
+        prog="python -m local.demo",
+        description="Run the tracker locally against a chaotic simulated Klarna and check it lost nothing.",
+    )
+    parser.add_argument("--sessions", type=int, default=defaults.sessions, help="sessions to create (300)")
+    parser.add_argument("--chaos", choices=sorted(CHAOS_PROFILES), default=defaults.chaos)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--session-lifetime",
+        type=float,
+        default=defaults.session_lifetime,
+        metavar="SECONDS",
+        help="Klarna's session lifetime (abandoned sessions expire after it; default 40)",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=defaults.deadline,
+        metavar="SECONDS",
+        help="give up this long after the last session was created (default 240)",
+    )
+    parser.add_argument("--concurrency", type=int, default=defaults.concurrency, help="warm instances (4)")
+    parser.add_argument("--port", type=int, default=0, help="gateway port (default: any free port)")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the report here")
+    parser.add_argument(
+        "--log-file", type=Path, default=None, metavar="FILE", help="the stack's log (default: a temp file)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.sessions < 1:
+        parser.error("--sessions must be at least 1")
+    log_file = args.log_file or Path(tempfile.gettempdir()) / f"hpp-tracker-demo-{os.getpid()}.log"
+    options = DemoOptions(
+        sessions=args.sessions,
+        chaos=args.chaos,
+        seed=args.seed,
+        session_lifetime=args.session_lifetime,
+        deadline=args.deadline,
+        concurrency=args.concurrency,
+        port=args.port,
+        log_file=log_file,
+    )
+    print(
+        f"starting the local stack (log: {log_file}); {options.sessions} sessions, chaos {options.chaos},"
+        f" seed {options.seed}",
+        flush=True,
+    )
+    with log_file.open("a") as log:
+        configure_logging("INFO", stream=log)
+        result = run_demo(options)
+    print(format_report(result.report), flush=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps(result.report, indent=2))
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
