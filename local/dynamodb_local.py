@@ -21,9 +21,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-if TYPE_CHECKING:
-    from types import TracebackType
+from local.lifecycle import Startable
 
+if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
 
@@ -58,7 +58,7 @@ def free_port(host: str = HOST) -> int:
         return port
 
 
-class DynamoDBLocal:
+class DynamoDBLocal(Startable):
     """One DynamoDB Local process, in memory, on a free port.
 
     Use as a context manager or call :meth:`start` / :meth:`stop`. The JVM listens on every interface
@@ -147,17 +147,6 @@ class DynamoDBLocal:
                 process.kill()
                 process.wait(timeout=timeout)
         self._close_stderr()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ---------------------------------------------------------------------------------- internal
     def _command(self, distribution: Path, port: int) -> list[str]:

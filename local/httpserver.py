@@ -17,11 +17,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
-if TYPE_CHECKING:
-    from types import TracebackType
+from local.lifecycle import Startable
 
 HOST = "127.0.0.1"
 _log = logging.getLogger("local.http")
@@ -160,7 +159,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-class HttpServer:
+class HttpServer(Startable):
     """Serve `handler` on `host:port` (port 0: any free port) in background threads."""
 
     def __init__(self, handler: Handler, *, host: str = HOST, port: int = 0, name: str = "http") -> None:
@@ -213,17 +212,6 @@ class HttpServer:
             handler_thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._server = None
         self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _track(self, connection: socket.socket) -> None:
         with self._lock:

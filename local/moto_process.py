@@ -16,12 +16,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from typing import IO, TYPE_CHECKING, Self
+from typing import IO, Self
 
 from local.dynamodb_local import HOST, free_port
-
-if TYPE_CHECKING:
-    from types import TracebackType
+from local.lifecycle import Startable
 
 _PORT_ATTEMPTS = 3
 
@@ -30,7 +28,7 @@ class MotoError(RuntimeError):
     """moto's server did not start."""
 
 
-class MotoProcess:
+class MotoProcess(Startable):
     def __init__(self, *, python: str = sys.executable, startup_timeout: float = 30.0) -> None:
         self._python = python
         self._startup_timeout = startup_timeout
@@ -113,14 +111,3 @@ class MotoProcess:
         self._log.flush()
         self._log.seek(0)
         return self._log.read()[-limit:].decode(errors="replace")
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

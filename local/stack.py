@@ -35,6 +35,7 @@ from local.fault_proxy import AWS_FAULT_PROFILES, AwsFaults, FaultProxy
 from local.gateway import Gateway, Route
 from local.klarna_simulator import KlarnaSimulator, SimulatorConfig
 from local.klarna_simulator.chaos import CHAOS_PROFILES, chaos_profile
+from local.lifecycle import Startable
 from local.logs import configure_logging
 from local.moto_process import MotoError, MotoProcess
 from local.runtime import FunctionConfig, FunctionRuntime, InvokeResult, lambda_error
@@ -120,7 +121,7 @@ class StackOptions:
     pump_retry_delay: float = 0.2
 
 
-class LocalStack:
+class LocalStack(Startable):
     def __init__(self, options: StackOptions | None = None) -> None:
         self.options = options or StackOptions()
         self.template = Template.load(self.options.template)
@@ -215,13 +216,6 @@ class LocalStack:
             except Exception:
                 _log.exception("while stopping")
         _log.info("stopped")
-
-    def __enter__(self) -> LocalStack:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def child_pids(self) -> list[int]:
         """Every process the stack started (emulators and function instances)."""

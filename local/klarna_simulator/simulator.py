@@ -44,10 +44,10 @@ from local.klarna_simulator.chaos import ChaosProfile, chaos_profile
 from local.klarna_simulator.clock import MonotonicClock, format_timestamp
 from local.klarna_simulator.journeys import MERCHANT_DISABLE, Journey, JourneyModel, session_rng
 from local.klarna_simulator.tasks import TaskScheduler
+from local.lifecycle import Startable
 
 if TYPE_CHECKING:
     import random
-    from types import TracebackType
 
 _log = logging.getLogger("local.klarna")
 
@@ -266,7 +266,7 @@ class _Rejected(Exception):
 # ------------------------------------------------------------------------------------- simulator
 
 
-class KlarnaSimulator:
+class KlarnaSimulator(Startable):
     """Klarna HPP over real HTTP on 127.0.0.1. Use as a context manager or call start()/stop()."""
 
     def __init__(
@@ -312,17 +312,6 @@ class KlarnaSimulator:
         self._tasks.stop()
         self._server.stop()
         self._http.clear()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:

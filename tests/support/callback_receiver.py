@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from local.httpserver import HttpServer, Request, Response
+from local.lifecycle import Startable
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ def always(status: int) -> Script:
     return lambda request, index: Response(status)
 
 
-class CallbackReceiver:
+class CallbackReceiver(Startable):
     def __init__(self, script: Script | None = None) -> None:
         self.script = script or always(200)
         self._received: list[Received] = []
@@ -46,12 +47,6 @@ class CallbackReceiver:
 
     def stop(self) -> None:
         self._server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from local.lifecycle import Startable
 
 SESSIONS_PATH = "/hpp/v1/sessions"
 DEFAULT_SESSION_LIFETIME = timedelta(hours=47)  # KP session lives ~48 h; HPP expires 1 h before it
@@ -290,7 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-class FakeKlarna:
+class FakeKlarna(Startable):
     """Klarna HPP API v1 over real HTTP. Use as a context manager or call start()/stop()."""
 
     def __init__(
@@ -358,17 +359,6 @@ class FakeKlarna:
             handler_thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._server = None
         self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import logging
 import urllib.request
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 from moto.server import ThreadedMotoServer
 
-if TYPE_CHECKING:
-    from types import TracebackType
+from local.lifecycle import Startable
 
 HOST = "127.0.0.1"
 
 
-class MotoServer:
+class MotoServer(Startable):
     def __init__(self, host: str = HOST) -> None:
         self._host = host
         self._server: ThreadedMotoServer | None = None
@@ -55,14 +54,3 @@ class MotoServer:
         self._port = None
         if server is not None:
             server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
