@@ -185,6 +185,34 @@ class TestCallbackWrites:
         with pytest.raises(Conflict):
             tracked.create_session(SID, expires_at=None, session_url=None, callback_secret_hash=None)
 
+    def test_a_first_callback_that_beat_the_create_gets_the_secret_attached(
+        self, repository: SessionRepository
+    ) -> None:
+        # The callback for an unknown session was confirmed by Klarna and created the row first.
+        repository.record_status(update("IN_PROGRESS", "2019-05-13T14:52:00Z"))
+        with pytest.raises(Conflict):
+            repository.create_session(
+                SID,
+                expires_at=None,
+                session_url="https://klarna/session",
+                callback_secret_hash=SECRET_HASH_VALUE,
+            )
+        row = stored(repository)
+        assert (row["status"], row[SECRET_HASH], row["session_url"]) == (
+            "IN_PROGRESS",
+            SECRET_HASH_VALUE,
+            "https://klarna/session",
+        )
+        # So the next callback is checked against it (one write, no Klarna read) ...
+        assert self.callback(repository, "FAILED", "2019-05-13T14:53:00Z", SECRET_HASH_VALUE) is (
+            WriteOutcome.APPLIED
+        )
+        # ... and a second create never replaces a secret on file.
+        other = hash_callback_secret("another")
+        with pytest.raises(Conflict):
+            repository.create_session(SID, expires_at=None, session_url=None, callback_secret_hash=other)
+        assert stored(repository)[SECRET_HASH] == SECRET_HASH_VALUE
+
     def test_right_secret_applies(self, tracked: SessionRepository) -> None:
         assert self.callback(tracked, "IN_PROGRESS", "2019-05-13T14:52:00Z", SECRET_HASH_VALUE) is (
             WriteOutcome.APPLIED

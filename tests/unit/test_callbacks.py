@@ -8,8 +8,8 @@ import pytest
 
 from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.callbacks import handle_callback, parse_callback_body
-from hpp_core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
-from hpp_core.klarna import KlarnaNotFound, KlarnaUnavailable
+from hpp_core.errors import BadRequest, DependencyError, Forbidden, NotFound, PayloadTooLarge
+from hpp_core.klarna import KlarnaNotFound, KlarnaRejected, KlarnaUnavailable
 from hpp_core.models import KlarnaSession, StatusUpdate
 from hpp_core.repository import SECRET_HASH, WriteOutcome, WriteResult
 
@@ -209,3 +209,13 @@ def test_completed_without_token_or_order_id_is_settled_by_klarna_after_the_secr
     assert recorded.session.authorization_token.get_secret_value() == "from-klarna"
     with pytest.raises(Forbidden):
         handle_callback(query(secret="wrong"), body("COMPLETED"), store=store, klarna=klarna)
+
+
+def test_klarna_refusing_the_trackers_read_is_a_5xx_not_a_4xx_to_klarna() -> None:
+    # A 4xx would tell Klarna its callback was malformed and could stop its retries.
+    store = FakeStore(WriteOutcome.UNKNOWN_SESSION)
+    rejected = KlarnaRejected("refused", http_status=422, error_code="UNPROCESSABLE")
+    with pytest.raises(DependencyError) as caught:
+        handle_callback(query(), body(), store=store, klarna=FakeKlarna(rejected))
+    assert caught.value.status_code >= 500
+    assert len(store.writes) == 1, "nothing recorded after the refused read"

@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from hpp_core.callback_secrets import MAX_SECRET_LENGTH, SECRET_PARAM, SESSION_ID_PARAM, hash_callback_secret
 from hpp_core.callback_secrets import hashes_match as secret_hashes_match
-from hpp_core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
-from hpp_core.klarna import KlarnaNotFound
+from hpp_core.errors import BadRequest, DependencyError, Forbidden, NotFound, PayloadTooLarge
+from hpp_core.klarna import KlarnaNotFound, KlarnaRejected
 from hpp_core.models import (
     SESSION_ID_PATTERN,
     CallbackBody,
@@ -137,5 +137,9 @@ def _confirm_with_klarna(
             raise NotFound("session is unknown to the tracker and to Klarna") from None
         # Tracked, but Klarna no longer has it (expired): nothing to record; the poller settles expiry.
         return CallbackResult(session_id, "klarna_not_found", "klarna_read", None)
+    except KlarnaRejected as exc:
+        # Klarna refusing the tracker's own read says nothing about the callback: a 4xx would tell Klarna
+        # to stop retrying it. Answer 5xx, so Klarna retries and the poller has a chance meanwhile.
+        raise DependencyError("Klarna refused the tracker's Read Session") from exc
     result = store.record_status(StatusUpdate(session=session, source="klarna_read"))
     return CallbackResult(session_id, result.outcome, "klarna_read", result.stored_status)

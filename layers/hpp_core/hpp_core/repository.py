@@ -276,12 +276,38 @@ class SessionRepository:
                 ConditionExpression="attribute_not_exists(session_id)",
             )
         except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise Conflict(f"session {session_id} is already tracked") from None
-            raise _storage_error(exc) from None
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise _storage_error(exc) from None
+            # The session's first callback can beat this write (settled by a Klarna read, which created
+            # the row): keep that state and put the secret on file, or every later callback costs a read.
+            if callback_secret_hash is not None:
+                self._attach_callback_secret(session_id, callback_secret_hash, session_url)
+            raise Conflict(f"session {session_id} is already tracked") from None
         except botocore.exceptions.BotoCoreError as exc:
             raise _storage_error(exc) from None
         return item
+
+    def _attach_callback_secret(self, session_id: str, secret_hash: str, session_url: str | None) -> None:
+        """Record a session's callback secret (and URL) on a row that has none; never replace one."""
+        values: dict[str, Any] = {":secret_hash": secret_hash}
+        expression = "SET #secret_hash = :secret_hash"
+        if session_url is not None:
+            values[":session_url"] = session_url
+            expression += ", session_url = if_not_exists(session_url, :session_url)"
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=to_item({"session_id": session_id}),
+                UpdateExpression=expression,
+                ConditionExpression="attribute_exists(session_id) AND attribute_not_exists(#secret_hash)",
+                ExpressionAttributeNames={"#secret_hash": SECRET_HASH},
+                ExpressionAttributeValues=to_item(values),
+            )
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise _storage_error(exc) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _storage_error(exc) from None
 
     # -- the poller's schedule ----------------------------------------------------------------------
 
