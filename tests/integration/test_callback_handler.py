@@ -2,22 +2,19 @@
 faked over real HTTP on 127.0.0.1 and the credentials in (moto's) Secrets Manager."""
 
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
-import boto3
 import pytest
 
 from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.repository import SECRET_HASH, SessionRepository
 from tests.support.fake_klarna import FakeKlarna
-from tests.support.functions import import_function, klarna_credentials_secret
+from tests.support.functions import dynamodb_endpoint, import_function, tracker_environment
 from tests.support.lambda_runtime import LambdaContext, load_event, with_json_body
-from tests.support.template import create_table
 
 SID = "39a1c773-bafd-754d-af1f-b30c592f1267"
 SAMPLE_SECRET = "sample-secret-not-real-8a3f2c91d4e7b6a5"  # the secret in events/callback/*.json
@@ -52,22 +49,12 @@ class Stack:
 def stack(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, moto_server: Any
 ) -> Iterator[Stack]:
-    ddb_endpoint = (
-        request.getfixturevalue("dynamodb_local").endpoint_url
-        if request.param == "dynamodb_local"
-        else moto_server.endpoint_url
-    )
-    client = boto3.client("dynamodb", endpoint_url=ddb_endpoint)
-    table = f"sessions-{uuid.uuid4().hex[:12]}"
-    create_table(client, "SessionsTable", table)
-    with FakeKlarna() as klarna:
-        arn = klarna_credentials_secret(moto_server.endpoint_url, klarna)
-        monkeypatch.setenv("TABLE_NAME", table)
-        monkeypatch.setenv("KLARNA_API_URL", klarna.base_url)
-        monkeypatch.setenv("KLARNA_CREDENTIALS_SECRET_ARN", arn)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
-        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb_endpoint)
-        monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "hpp-callback")
+    with tracker_environment(
+        monkeypatch,
+        dynamodb_endpoint_url=dynamodb_endpoint(request, moto_server),
+        moto_endpoint_url=moto_server.endpoint_url,
+        service="hpp-callback",
+    ) as environment:
         # The samples are from 2019: no TTL, or DynamoDB Local may delete rows mid-test.
         monkeypatch.setenv("SESSION_RETENTION_DAYS", "0")
         handler = import_function("callback")
@@ -75,8 +62,8 @@ def stack(
         handler.repository.client.meta.events.register(
             "before-call.dynamodb", lambda model, **_: calls.append(model.name)
         )
-        yield Stack(handler, SessionRepository(table, client, retention_days=0), klarna, calls)
-    client.delete_table(TableName=table)
+        repository = SessionRepository(environment.table, environment.dynamodb, retention_days=0)
+        yield Stack(handler, repository, environment.klarna, calls)
 
 
 def test_in_progress_is_recorded_with_one_dynamodb_call_and_no_klarna_call(stack: Stack) -> None:

@@ -6,7 +6,6 @@ half-written. Costs (Klarna requests, DynamoDB calls) are counted, not timed.
 """
 
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,17 +13,15 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import boto3
 import pytest
 
 from hpp_core.callback_secrets import SESSION_ID_PLACEHOLDER, hash_callback_secret
 from hpp_core.repository import POLL_DUE_AT, POLL_SHARD, SECRET_HASH, SessionRepository, from_item
 from hpp_core.timestamps import format_timestamp, parse_timestamp, to_epoch_millis
 from tests.support.fake_klarna import FakeKlarna, klarna_error
-from tests.support.functions import import_function, klarna_credentials_secret
+from tests.support.functions import dynamodb_endpoint, import_function, tracker_environment
 from tests.support.lambda_runtime import LambdaContext, load_event
 from tests.support.openapi import response_errors
-from tests.support.template import create_table
 
 SID = "39a1c773-bafd-754d-af1f-b30c592f1267"  # the session of events/sessions/{track,read,disable}.json
 UNKNOWN = "6a1b0f5e-0000-4c1d-9e8f-000000000404"
@@ -79,31 +76,21 @@ class Stack:
 def stack(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, moto_server: Any
 ) -> Iterator[Stack]:
-    ddb_endpoint = (
-        request.getfixturevalue("dynamodb_local").endpoint_url
-        if request.param == "dynamodb_local"
-        else moto_server.endpoint_url
-    )
-    client = boto3.client("dynamodb", endpoint_url=ddb_endpoint)
-    table = f"sessions-{uuid.uuid4().hex[:12]}"
-    create_table(client, "SessionsTable", table)
-    with FakeKlarna() as klarna:
-        arn = klarna_credentials_secret(moto_server.endpoint_url, klarna)
-        monkeypatch.setenv("TABLE_NAME", table)
-        monkeypatch.setenv("KLARNA_API_URL", klarna.base_url)
-        monkeypatch.setenv("KLARNA_CREDENTIALS_SECRET_ARN", arn)
+    with tracker_environment(
+        monkeypatch,
+        dynamodb_endpoint_url=dynamodb_endpoint(request, moto_server),
+        moto_endpoint_url=moto_server.endpoint_url,
+        service="hpp-sessions",
+    ) as environment:
+        klarna = environment.klarna
         monkeypatch.setenv("KLARNA_TIMEOUT_SECONDS", str(KLARNA_TIMEOUT))
         monkeypatch.setenv("KLARNA_RETRY_ATTEMPTS", str(RETRY_ATTEMPTS))
         monkeypatch.setenv("KLARNA_RETRY_BUDGET_SECONDS", "4")
         monkeypatch.delenv("CALLBACK_BASE_URL", raising=False)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
-        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", ddb_endpoint)
-        monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "hpp-sessions")
-        stack = Stack(import_function("sessions"), client, table, klarna)
+        stack = Stack(import_function("sessions"), environment.dynamodb, environment.table, klarna)
         stack.load()
         yield stack
         assert klarna.errors == [], "the fake Klarna itself failed"
-    client.delete_table(TableName=table)
 
 
 def log_lines(output: str) -> list[dict[str, Any]]:

@@ -4,12 +4,18 @@ import importlib
 import json
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import boto3
+import pytest
 
 from hpp_core.settings import clear_settings_cache
 from tests.support.fake_klarna import FakeKlarna
+from tests.support.template import create_table
 
 
 def import_function(name: str) -> ModuleType:
@@ -34,3 +40,43 @@ def klarna_credentials_secret(secrets_endpoint_url: str, klarna: FakeKlarna) -> 
             SecretString=json.dumps({"username": klarna.username, "password": klarna.password}),
         )["ARN"]
     )
+
+
+@dataclass(frozen=True)
+class TrackerEnvironment:
+    """What a function under test talks to: a sessions table, the fake Klarna, its credentials secret."""
+
+    dynamodb: Any
+    table: str
+    klarna: FakeKlarna
+
+
+def dynamodb_endpoint(request: pytest.FixtureRequest, moto_server: Any) -> str:
+    """The DynamoDB a parametrised test runs on: `dynamodb_local` (AWS's engine) or `moto`."""
+    if request.param == "dynamodb_local":
+        return str(request.getfixturevalue("dynamodb_local").endpoint_url)
+    return str(moto_server.endpoint_url)
+
+
+@contextmanager
+def tracker_environment(
+    monkeypatch: pytest.MonkeyPatch, *, dynamodb_endpoint_url: str, moto_endpoint_url: str, service: str
+) -> Iterator[TrackerEnvironment]:
+    """A fresh table (as template.yaml defines it) and a fake Klarna, with the environment variables a
+    function reads pointing at them; the table is deleted afterwards."""
+    client = boto3.client("dynamodb", endpoint_url=dynamodb_endpoint_url)
+    table = f"sessions-{uuid.uuid4().hex[:12]}"
+    create_table(client, "SessionsTable", table)
+    with FakeKlarna() as klarna:
+        environment = {
+            "TABLE_NAME": table,
+            "KLARNA_API_URL": klarna.base_url,
+            "KLARNA_CREDENTIALS_SECRET_ARN": klarna_credentials_secret(moto_endpoint_url, klarna),
+            "AWS_ENDPOINT_URL": moto_endpoint_url,
+            "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_endpoint_url,
+            "POWERTOOLS_SERVICE_NAME": service,
+        }
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        yield TrackerEnvironment(client, table, klarna)
+    client.delete_table(TableName=table)
