@@ -21,7 +21,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from local.lifecycle import Startable
+from local.lifecycle import Startable, stop_process
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -139,13 +139,7 @@ class DynamoDBLocal(Startable):
         atexit.unregister(self.stop)
         process, self._process = self._process, None
         self._port = None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
+        stop_process(process, timeout)
         self._close_stderr()
 
     # ---------------------------------------------------------------------------------- internal

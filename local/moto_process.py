@@ -19,7 +19,7 @@ import urllib.request
 from typing import IO, Self
 
 from local.dynamodb_local import HOST, free_port
-from local.lifecycle import Startable
+from local.lifecycle import Startable, stop_process
 
 _PORT_ATTEMPTS = 3
 
@@ -94,13 +94,7 @@ class MotoProcess(Startable):
         atexit.unregister(self.stop)
         process, self._process = self._process, None
         self._port = None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
+        stop_process(process, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
