@@ -85,7 +85,11 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]
-        if error is not None and not isinstance(error, OSError):  # clients hanging up are expected
+        if error is None or isinstance(error, OSError):  # clients hanging up are expected
+            return
+        if self.owner.on_error is not None:
+            self.owner.on_error(error)
+        else:
             _log.error("%s: unexpected error: %r", self.owner.name, error)
 
 
@@ -160,11 +164,24 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 
 class HttpServer(Startable):
-    """Serve `handler` on `host:port` (port 0: any free port) in background threads."""
+    """Serve `handler` on `host:port` (port 0: any free port) in background threads.
 
-    def __init__(self, handler: Handler, *, host: str = HOST, port: int = 0, name: str = "http") -> None:
+    `on_error` receives unexpected errors of the server itself (e.g. a malformed request it could not
+    parse) instead of the log: a test fake collects them so a test can assert there were none.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        host: str = HOST,
+        port: int = 0,
+        name: str = "http",
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self.handler = handler
         self.name = name
+        self.on_error = on_error
         self._host = host
         self._port = port
         self._server: _Server | None = None

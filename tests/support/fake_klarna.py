@@ -17,11 +17,8 @@ and timestamps such as `2019-05-13T14:54:04.675Z`.
 
 import base64
 import binascii
-import contextlib
 import json
 import math
-import socket
-import sys
 import threading
 import time
 import uuid
@@ -29,10 +26,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from local.httpserver import HttpServer, Request, Response
 from local.lifecycle import Startable
 
 SESSIONS_PATH = "/hpp/v1/sessions"
@@ -205,92 +202,6 @@ def _create_request_problem(payload: object) -> str | None:  # noqa: PLR0911 - o
     return None
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # The stock server joins every handler thread on close, so one slow request would hang stop().
-    block_on_close = False
-
-    def __init__(self, fake: "FakeKlarna") -> None:
-        self.fake = fake
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients hanging up (timeouts, stop()) are expected; keep anything else for tests to inspect.
-        error = sys.exc_info()[1]
-        if error is not None and not isinstance(error, OSError):
-            self.fake.errors.append(error)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive like the real API, so client connection pools get used
-    server: _Server
-    timeout = 30  # idle keep-alive connections do not pin a thread forever
-    disable_nagle_algorithm = True  # headers and body go out in two writes; Nagle would stall ~40 ms
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # the default writes every request to stderr
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.fake._register_connection(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.fake._unregister_connection(self.connection)
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _dispatch(self) -> None:
-        fake = self.server.fake
-        body = self._read_body()  # always drained so the next keep-alive request parses cleanly
-        request = fake._record(self.command, self.path, dict(self.headers.items()), body)
-        response = fake._answer(request)
-        if response is None:
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        request.response_status = response.status  # before writing: the client may look right after
-        self.send_response(response.status)
-        headers = {"Klarna-Correlation-Id": str(uuid.uuid4()), **response.headers}
-        for name, value in headers.items():
-            if name.lower() != "content-length":
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        self.wfile.write(response.body)
-        self.wfile.flush()
-
-
 class FakeKlarna(Startable):
     """Klarna HPP API v1 over real HTTP. Use as a context manager or call start()/stop()."""
 
@@ -321,9 +232,7 @@ class FakeKlarna(Startable):
         self._window_second = -1
         self._window_count = 0
         self._stopping = threading.Event()  # cuts scripted sleeps short on stop()
-        self._connections: dict[socket.socket, threading.Thread] = {}
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: HttpServer | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -331,41 +240,21 @@ class FakeKlarna(Startable):
         if self._server is not None:
             raise RuntimeError("FakeKlarna already started")
         self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # shutdown() waits up to one poll interval
-            name="fake-klarna",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server = HttpServer(self._handle, name="fake-klarna", on_error=self.errors.append).start()
         return self
 
     def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
+        server, self._server = self._server, None
+        if server is None:
             return
-        self._stopping.set()
-        server.shutdown()
-        with self._lock:
-            connections = list(self._connections.items())
-        for conn, _ in connections:
-            with contextlib.suppress(OSError):  # wakes handlers blocked reading a keep-alive socket
-                conn.shutdown(socket.SHUT_RDWR)
-        server.server_close()
-        thread.join(timeout=5)
-        deadline = time.monotonic() + 2
-        for _, handler_thread in connections:
-            handler_thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        self._server = None
-        self._thread = None
+        self._stopping.set()  # before stopping the server, so handlers in a scripted delay return at once
+        server.stop()
 
     @property
     def base_url(self) -> str:
         if self._server is None:
             raise RuntimeError("FakeKlarna is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._server.url
 
     # -- helpers for tests ---------------------------------------------------------------------
 
@@ -562,13 +451,16 @@ class FakeKlarna(Startable):
 
     # -- server side ---------------------------------------------------------------------------
 
-    def _register_connection(self, conn: socket.socket) -> None:
-        with self._lock:
-            self._connections[conn] = threading.current_thread()
-
-    def _unregister_connection(self, conn: socket.socket) -> None:
-        with self._lock:
-            self._connections.pop(conn, None)
+    def _handle(self, http_request: Request) -> Response | None:
+        request = self._record(
+            http_request.method, http_request.target, dict(http_request.headers), http_request.body
+        )
+        answer = self._answer(request)
+        if answer is None:
+            return None  # drops the connection without answering
+        request.response_status = answer.status  # before it is sent: the client may look right after
+        headers = {"Klarna-Correlation-Id": str(uuid.uuid4()), **answer.headers}
+        return Response(answer.status, answer.body, list(headers.items()))
 
     def _record(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> RecordedRequest:
         parts = urlsplit(raw_path)

@@ -1,0 +1,60 @@
+"""local/httpserver.py over real sockets: the parts its users lean on (dropped connections, error hook)."""
+
+import socket
+import threading
+
+import pytest
+import urllib3
+
+from local.httpserver import HttpServer, Request, Response
+
+HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(total=10))
+
+
+def _raw_exchange(port: int, payload: bytes) -> bytes:
+    """Send raw bytes and read until the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(payload)
+        received = b""
+        while chunk := sock.recv(4096):
+            received += chunk
+        return received
+
+
+def test_handler_returning_none_drops_the_connection_without_an_answer():
+    with HttpServer(lambda request: None if request.path == "/drop" else Response.text(200, "ok")) as server:
+        assert _raw_exchange(server.port, b"GET /drop HTTP/1.1\r\nHost: x\r\n\r\n") == b""
+        with pytest.raises(urllib3.exceptions.ProtocolError):
+            HTTP.request("GET", f"{server.url}/drop")
+        assert HTTP.request("GET", f"{server.url}/fine").data == b"ok"  # the server itself is fine
+
+
+def test_on_error_receives_what_the_server_could_not_handle_and_the_handler_never_runs():
+    errors: list[BaseException] = []
+    seen: list[Request] = []
+    received = threading.Event()
+
+    def collect(error: BaseException) -> None:
+        errors.append(error)
+        received.set()
+
+    def handler(request: Request) -> Response:
+        seen.append(request)
+        return Response.text(200, "ok")
+
+    with HttpServer(handler, on_error=collect) as server:
+        malformed = b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nnot-hex\r\n"
+        assert _raw_exchange(server.port, malformed) == b""
+        assert received.wait(5)
+        assert HTTP.request("GET", f"{server.url}/after").data == b"ok"
+
+    assert len(errors) == 1
+    assert isinstance(errors[0], ValueError)
+    assert [request.path for request in seen] == ["/after"]
+
+
+def test_without_on_error_the_error_is_logged(caplog: pytest.LogCaptureFixture):
+    with HttpServer(lambda request: Response.text(200, "ok"), name="logged") as server:
+        malformed = b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nnot-hex\r\n"
+        _raw_exchange(server.port, malformed)
+    assert any("logged: unexpected error: ValueError" in record.getMessage() for record in caplog.records)
