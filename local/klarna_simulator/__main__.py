@@ -13,8 +13,8 @@ import threading
 from types import FrameType
 
 from local.cli import key_value, seconds_range
+from local.klarna_simulator import KlarnaSimulator, SimulatorConfig
 from local.klarna_simulator.chaos import CHAOS_PROFILES, chaos_profile
-from local.klarna_simulator.simulator import KlarnaSimulator, SimulatorConfig
 from local.logs import configure_logging
 
 

@@ -1,5 +1,7 @@
-"""The Klarna HPP simulator: Klarna's HPP API v1 over real HTTP, consumers that use the sessions, and
-callbacks delivered the way Klarna delivers them (see ../shared/klarna-hpp.md and the README).
+"""The Klarna HPP simulator: Klarna's HPP API v1, consumers that use the sessions, and callbacks
+delivered the way Klarna delivers them (see ../shared/klarna-hpp.md and the README). The project's
+one fake Klarna: the local stack and the demo run it with seeded journeys and chaos, tests run it with
+manual journeys and drive it through its test API.
 
     with KlarnaSimulator(SimulatorConfig(seed=7, chaos=chaos_profile("default"))) as klarna:
         ...  # point the tracker at klarna.url with klarna.config.username / password
@@ -12,258 +14,95 @@ limits answered with 429 and `X-Ratelimit-Limit/Remaining/Reset`. The other URLs
 too: `redirect_url` is a page where a person can play the consumer, `qr_code_url` an image,
 `distribution_url` accepts distribution requests.
 
-The simulator's own routes, under `/_simulator/` (no auth; local only): `GET truth`, `GET truth/{id}`,
-`GET config`, `POST sessions/{id}/status` (`{"status": "COMPLETED"}`: act as the consumer),
-`POST sessions/{id}/expire` and `POST chaos` (`{"profile": "heavy", "set": {"callback_drop_rate": "0.5"}}`).
+The test API (in-process; the same over HTTP under `/_simulator/`, see control.py):
+- sessions: `add_session` (seed one in any state), `act` (move it as its consumer would; its callback
+  follows unless `callback=False`), `expire`, `forget`, `read_body`, `callback_body`, `session_url`,
+  `status_update_url`, `session_ids`;
+- faults: `fail_next` / `fail_always` (5xx, 429, garbage bodies, late answers, dropped connections,
+  any status), `remove_fault`, `clear_faults`, `faults`;
+- the merchant API's request log: `requests`, `requests_to`, `wait_for_requests`, `clear_requests`;
+- time and limits: `clock` (pass `clock=` a time source to move time yourself; `clock.offset` puts
+  Klarna's clock ahead), `set_rate_limits`, `set_chaos`;
+- without HTTP: `in_process_pool()` (before `start()`, the simulator's URL is IN_PROCESS_URL);
+- `errors`: what went wrong inside the simulator itself (a test can assert there was nothing).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import html
-import json
 import logging
-import math
 import re
 import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote
 
 import urllib3
 
 from local.httpserver import HOST, HttpServer, Request, Response
-from local.klarna_simulator.chaos import ChaosProfile, chaos_profile
-from local.klarna_simulator.clock import MonotonicClock, format_timestamp
-from local.klarna_simulator.journeys import MERCHANT_DISABLE, Journey, JourneyModel, session_rng
+from local.klarna_simulator import control
+from local.klarna_simulator.callbacks import CallbackSender, callback_body
+from local.klarna_simulator.clock import SimulatorClock, format_timestamp, parse_timestamp
+from local.klarna_simulator.config import SimulatorConfig
+from local.klarna_simulator.in_process import InProcessPool
+from local.klarna_simulator.journeys import MERCHANT_DISABLE, session_rng
+from local.klarna_simulator.klarna_api import (
+    DISTRIBUTION_METHODS,
+    SESSIONS_PATH,
+    Rejected,
+    check_create_request,
+    created_body,
+    credentials_match,
+    default_error_code,
+    error_response,
+    seeded_uuid,
+)
+from local.klarna_simulator.pages import CONSUMER_ACTIONS, payment_page, qr_placeholder
+from local.klarna_simulator.rate_limits import CREATE, OTHER, RateLimiter, rate_limit_headers
+from local.klarna_simulator.records import (
+    COMPLETION_FIELDS,
+    InvalidOperation,
+    SimSession,
+    StatusChange,
+    without_query,
+)
+from local.klarna_simulator.scripting import Body, Fault, FaultScript, RecordedRequest, RequestLog
 from local.klarna_simulator.tasks import TaskScheduler
 from local.lifecycle import Startable
 
 if TYPE_CHECKING:
     import random
 
+    from local.klarna_simulator.chaos import ChaosProfile
+
 _log = logging.getLogger("local.klarna")
 
-SESSIONS_PATH = "/hpp/v1/sessions"
 CONTROL_PATH = "/_simulator"
-FINAL_STATUSES = frozenset({"COMPLETED", "CANCELLED", "DISABLED"})
-PLACE_ORDER_MODES = frozenset({"NONE", "PLACE_ORDER", "CAPTURE_ORDER"})
-DISTRIBUTION_METHODS = frozenset({"sms", "email", "token"})
-# What a consumer can do on the page; the control API also accepts statuses Klarna may add later.
-CONSUMER_ACTIONS = ("IN_PROGRESS", "FAILED", "BACK", "ERROR", "CANCELLED", "COMPLETED")
+# The URL of a simulator that is not serving HTTP (".invalid" never resolves, so nothing leaves).
+IN_PROCESS_URL = "http://klarna-simulator.invalid"
 _STATUS_PATTERN = re.compile(r"^[A-Z][A-Z_]{0,39}$")
-# Read Session fields Klarna returns; the rest of what is stored about a session stays private.
-_READ_FIELDS = ("session_id", "status", "updated_at", "expires_at")
-_COMPLETION_FIELDS = ("authorization_token", "order_id", "klarna_reference")
 _REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
-@dataclass(frozen=True)
-class SimulatorConfig:
-    username: str = "PK_simulator_merchant"
-    password: str = "simulator-password"  # a local fake, not a secret
-    seed: int = 0
-    # Klarna's HPP sessions live ~47 hours; locally expiry should happen while you watch.
-    session_lifetime: float = 600.0
-    journeys: str = "auto"  # "auto": each new session gets a seeded consumer journey; "manual": none
-    think_time: tuple[float, float] = (0.5, 3.0)  # seconds between a consumer's steps
-    journey_model: JourneyModel = field(default_factory=JourneyModel)
-    chaos: ChaosProfile = field(default_factory=lambda: chaos_profile("none"))
-    # Klarna waits 3 seconds for an answer, then retries "after a few seconds", 4 calls in all.
-    callback_timeout: float = 3.0
-    callback_attempts: int = 4
-    callback_retry_delay: float = 5.0
-    # Whether Klarna retries a 4xx is not documented; retrying is the harsher assumption for the tracker.
-    retry_callbacks_on_4xx: bool = True
-    # Whether Klarna calls back for a merchant's disable is not documented; by default it does not.
-    callback_on_disable: bool = False
-    # Requests per second per merchant: Klarna's production limits (playground: 5 and 50).
-    create_rate_limit: int = 40
-    other_rate_limit: int = 200
-    # Where a MERCHANT_DISABLE step sends `DELETE` ("{session_id}" is filled in), e.g. the tracker's
-    # DELETE /sessions/{session_id}; without one the merchant disables at Klarna's own API.
-    merchant_disable_url: str | None = None
-    workers: int = 16
-
-    def __post_init__(self) -> None:
-        if self.journeys not in ("auto", "manual"):
-            raise ValueError(f"journeys must be 'auto' or 'manual', not {self.journeys!r}")
-        if self.session_lifetime <= 0:
-            raise ValueError("session_lifetime must be positive")
-        if self.callback_attempts < 1:
-            raise ValueError("callback_attempts must be at least 1")
-        if not 0 <= self.think_time[0] <= self.think_time[1]:
-            raise ValueError("think_time must be (min, max) with 0 <= min <= max")
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "username": self.username,
-            "seed": self.seed,
-            "session_lifetime": self.session_lifetime,
-            "journeys": self.journeys,
-            "think_time": list(self.think_time),
-            "chaos": self.chaos.as_dict(),
-            "callback_timeout": self.callback_timeout,
-            "callback_attempts": self.callback_attempts,
-            "callback_retry_delay": self.callback_retry_delay,
-            "retry_callbacks_on_4xx": self.retry_callbacks_on_4xx,
-            "callback_on_disable": self.callback_on_disable,
-            "create_rate_limit": self.create_rate_limit,
-            "other_rate_limit": self.other_rate_limit,
-            "merchant_disable_url": self.merchant_disable_url,
-        }
+def _check_status(status: object) -> str:
+    if not isinstance(status, str) or not _STATUS_PATTERN.match(status):
+        raise ValueError(f"not a status: {status!r}")
+    return status
 
 
-# ------------------------------------------------------------------------------------------ records
-
-
-@dataclass
-class Attempt:
-    number: int
-    at: str
-    result: str  # "http_200", "http_503", "timeout", "connection_error"
-    http_status: int | None
-    empty_body: bool
-    duration_ms: int
-
-    @property
-    def succeeded(self) -> bool:
-        return self.http_status is not None and 200 <= self.http_status < 300  # noqa: PLR2004
-
-
-@dataclass
-class Delivery:
-    copy: int  # 1, or 2 for a duplicate
-    attempts: list[Attempt] = field(default_factory=list)
-    outcome: str = "pending"  # "pending", "delivered", "gave_up"
-
-
-@dataclass
-class CallbackEvent:
-    event_id: str
-    status: str
-    updated_at: str
-    body: dict[str, Any]
-    url: str | None  # status_update with {{session_id}} filled in; None when the session has none
-    dropped: bool = False
-    duplicated: bool = False
-    delay: float = 0.0
-    emptied: bool = False
-    duplicate_gap: float = 0.0  # seconds between a duplicate and the first copy
-    deliveries: list[Delivery] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        flags = {"dropped": self.dropped, "duplicated": self.duplicated, "delayed": self.delay > 0}
-        flags["emptied"] = self.emptied
-        chaos = [name for name, on in flags.items() if on]
-        return {
-            "event_id": self.event_id,
-            "status": self.status,
-            "updated_at": self.updated_at,
-            "chaos": chaos,
-            "delay_seconds": round(self.delay, 3),
-            "url": _without_query(self.url),  # the query holds the tracker's per-session secret
-            "deliveries": [
-                {
-                    "copy": delivery.copy,
-                    "outcome": delivery.outcome,
-                    "attempts": [attempt.__dict__ for attempt in delivery.attempts],
-                }
-                for delivery in self.deliveries
-            ],
-        }
-
-
-@dataclass
-class StatusChange:
-    status: str
-    updated_at: str
-    source: str  # "consumer", "merchant_api" (Disable Session), "merchant" (journey step), "control"
-
-
-@dataclass
-class SimSession:
-    session_id: str
-    ordinal: int
-    rng: random.Random
-    created_at: datetime
-    expires_at: datetime
-    updated_at: datetime
-    status: str
-    place_order_mode: str
-    merchant_urls: dict[str, str]
-    options: dict[str, Any]
-    payment_session_url: str
-    profile_id: str | None
-    journey: Journey | None
-    authorization_token: str | None = None
-    order_id: str | None = None
-    klarna_reference: str | None = None
-    history: list[StatusChange] = field(default_factory=list)
-    callbacks: list[CallbackEvent] = field(default_factory=list)
-    merchant_actions: list[dict[str, Any]] = field(default_factory=list)
-    distributions: list[dict[str, Any]] = field(default_factory=list)
-    journey_position: int = 0  # steps taken so far
-
-    @property
-    def is_final(self) -> bool:
-        return self.status in FINAL_STATUSES
-
-    def expired(self, now: datetime) -> bool:
-        return now > self.expires_at
-
-    def read_body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "session_id": self.session_id,
-            "status": self.status,
-            "updated_at": format_timestamp(self.updated_at),
-            "expires_at": format_timestamp(self.expires_at),
-        }
-        for name in _COMPLETION_FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                body[name] = value
-        return body
-
-    def final_status(self, now: datetime) -> str | None:
-        """The status the tracker must end with: Klarna's final one, EXPIRED, or None while still open."""
-        if self.is_final:
-            return self.status
-        return "EXPIRED" if self.expired(now) else None
-
-    def truth(self, now: datetime) -> dict[str, Any]:
-        return {
-            **self.read_body(),
-            "ordinal": self.ordinal,
-            "place_order_mode": self.place_order_mode,
-            "created_at": format_timestamp(self.created_at),
-            "final_status": self.final_status(now),
-            "journey": self.journey.as_dict() if self.journey else None,
-            "history": [change.__dict__ for change in self.history],
-            "callbacks": [event.as_dict() for event in self.callbacks],
-            "merchant_actions": list(self.merchant_actions),
-            "distributions": list(self.distributions),
-        }
-
-
-class _Rejected(Exception):
-    """An error answer in Klarna's format (raised from deep in a route)."""
-
-    def __init__(self, status: int, error_code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_code = error_code
-        self.message = message
-
-
-# ------------------------------------------------------------------------------------- simulator
+def _completion(fields: Mapping[str, Any], status: str) -> dict[str, str]:
+    """The COMPLETED fields a test gave (authorization_token, order_id, klarna_reference)."""
+    unknown = set(fields) - set(COMPLETION_FIELDS)
+    if unknown:
+        raise TypeError(f"unexpected fields: {', '.join(sorted(unknown))}")
+    given = {name: str(value) for name, value in fields.items() if value is not None}
+    if given and status != "COMPLETED":
+        raise ValueError(f"{', '.join(sorted(given))} only come with COMPLETED")
+    return given
 
 
 class KlarnaSimulator(Startable):
@@ -276,28 +115,43 @@ class KlarnaSimulator(Startable):
         host: str = HOST,
         port: int = 0,
         merchant_disable: Callable[[str], None] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config or SimulatorConfig()
         # Changeable while running (set_chaos), e.g. to turn chaos up halfway through a test.
         self.chaos = self.config.chaos
         # Called with a session id by MERCHANT_DISABLE steps (e.g. to go through the tracker's API).
         self.merchant_disable = merchant_disable
-        self._server = HttpServer(self._handle, host=host, port=port, name="klarna-simulator")
-        self._clock = MonotonicClock()
+        self.clock = SimulatorClock(clock)
+        self.errors: list[BaseException] = []  # unexpected failures of the simulator itself
+        self._server = HttpServer(
+            self._handle, host=host, port=port, name="klarna-simulator", on_error=self._server_failed
+        )
+        self._serving = False
+        self._stopping = threading.Event()  # cuts scripted delays short on stop()
         self._lock = threading.RLock()
         self._sessions: dict[str, SimSession] = {}
         self._ordinal = 0
         self._chaos_rng = session_rng(self.config.seed, -1)  # for reads: one stream for the whole run
-        self._windows: dict[str, tuple[int, int]] = {}  # rate-limit class -> (second, count)
         self._reads: Counter[str] = Counter()
+        self._rate_limits = RateLimiter(
+            create=self.config.create_rate_limit, other=self.config.other_rate_limit
+        )
+        self._faults = FaultScript()
+        self._requests = RequestLog()
         self._tasks = TaskScheduler(workers=self.config.workers, name="klarna-sim")
         self._http = urllib3.PoolManager(num_pools=4, maxsize=self.config.workers, retries=False)
+        self._callbacks = CallbackSender(
+            self.config, tasks=self._tasks, http=self._http, clock=self.clock, lock=self._lock
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> Self:
+        self._stopping.clear()
         self._tasks.start()
         self._server.start()
+        self._serving = True
         _log.info(
             "Klarna simulator on %s (seed %s, chaos %s, journeys %s, sessions live %ss)",
             self.url,
@@ -309,32 +163,126 @@ class KlarnaSimulator(Startable):
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # first, so requests waiting out a scripted delay return at once
         self._tasks.stop()
         self._server.stop()
         self._http.clear()
+        self._serving = False
 
     @property
     def url(self) -> str:
-        return self._server.url
+        return self._server.url if self._serving else IN_PROCESS_URL
 
-    # -- Python API --------------------------------------------------------------------------------
+    def in_process_pool(self) -> urllib3.PoolManager:
+        """A urllib3 pool served by this simulator in memory, without a socket (for unit tests)."""
+        return InProcessPool(self._handle, lambda: self.url)
+
+    # -- what a client needs ---------------------------------------------------------------------
 
     def auth_header(self) -> dict[str, str]:
         token = base64.b64encode(f"{self.config.username}:{self.config.password}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
 
-    def set_chaos(self, chaos: ChaosProfile) -> None:
-        """Use another chaos profile for callbacks and reads from now on."""
-        self.chaos = chaos
-        _log.info("chaos profile now %s", chaos.name)
+    def session_url(self, session_id: str) -> str:
+        return f"{self.url}{SESSIONS_PATH}/{session_id}"
+
+    # -- sessions: seed, move, look ---------------------------------------------------------------
+
+    def add_session(
+        self,
+        session_id: str | None = None,
+        *,
+        status: str = "WAITING",
+        updated_at: datetime | str | None = None,
+        expires_at: datetime | str | None = None,
+        place_order_mode: str = "NONE",
+        merchant_urls: Mapping[str, str] | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Seed a session as if it had been created (by anyone) and moved to `status`: no journey, no
+        callback. `fields` are the COMPLETED ones (drawn when not given) and any other Read Session
+        field (e.g. `customer`). Returns what Read Session answers for it."""
+        _check_status(status)
+        completion = _completion({k: v for k, v in fields.items() if k in COMPLETION_FIELDS}, status)
+        with self._lock:
+            ordinal, rng = self._next_ordinal()
+            now = self.clock.now()
+            session = SimSession(
+                session_id=session_id or seeded_uuid(rng),
+                ordinal=ordinal,
+                rng=rng,
+                created_at=now,
+                expires_at=parse_timestamp(expires_at) if expires_at else now + self._lifetime(),
+                updated_at=parse_timestamp(updated_at) if updated_at else now,
+                status=status,
+                place_order_mode=place_order_mode,
+                merchant_urls=dict(merchant_urls or {}),
+                journey=None,
+                read_fields={k: v for k, v in fields.items() if k not in COMPLETION_FIELDS},
+            )
+            if status == "COMPLETED":
+                self._complete(session, completion)
+            self._register(session, source="seed")
+            return session.read_body()
+
+    def act(
+        self,
+        session_id: str,
+        status: str,
+        *,
+        updated_at: datetime | str | None = None,
+        callback: bool = True,
+        **completion: Any,
+    ) -> dict[str, Any]:
+        """Move a session as its consumer would; its callback follows (`callback=False`: none, for a
+        test that delivers it itself). `updated_at` defaults to now (strictly after the last change);
+        COMPLETED's fields (authorization_token, order_id, klarna_reference) are drawn unless given.
+
+        KeyError for an unknown session; InvalidOperation when it cannot change now (expired or final).
+        """
+        given = _completion(completion, _check_status(status))
+        with self._lock:
+            session = self._sessions[session_id]
+        stamp = parse_timestamp(updated_at) if updated_at else None
+        self._change_status(session, status, source="control", callback=callback, at=stamp, given=given)
+        with self._lock:
+            return session.read_body()
+
+    def expire(self, session_id: str) -> dict[str, Any]:
+        """Make a session expire now: Read and Disable answer 404 from here on."""
+        with self._lock:
+            session = self._sessions[session_id]
+            session.expires_at = min(session.expires_at, self.clock.now() - timedelta(milliseconds=1))
+            _log.info("session %s expired (on request)", session_id[:8])
+            return session.read_body()
+
+    def forget(self, session_id: str) -> None:
+        """Klarna no longer knows the session (before its expiry, too): Read and Disable answer 404."""
+        with self._lock:
+            del self._sessions[session_id]
 
     def session_ids(self) -> list[str]:
         with self._lock:
             return list(self._sessions)
 
+    def read_body(self, session_id: str) -> dict[str, Any]:
+        """What Read Session answers for the session (even once it has expired)."""
+        with self._lock:
+            return self._sessions[session_id].read_body()
+
+    def callback_body(self, session_id: str, event_id: str | None = None) -> dict[str, Any]:
+        """The body Klarna POSTs to `status_update` for the session's current state."""
+        return callback_body(event_id or str(uuid.uuid4()), self.read_body(session_id))
+
+    def status_update_url(self, session_id: str) -> str | None:
+        """The session's `merchant_urls.status_update` as Klarna calls it: `{{session_id}}` filled in and
+        the tracker's secret included (the truth leaves the query out)."""
+        with self._lock:
+            return self._sessions[session_id].status_update_url()
+
     def truth(self) -> dict[str, Any]:
         """Everything that really happened: each session's final status and every callback's fate."""
-        now = self._clock.now()
+        now = self.clock.now()
         with self._lock:
             sessions = [session.truth(now) for session in self._sessions.values()]
             reads = dict(self._reads)
@@ -349,65 +297,134 @@ class KlarnaSimulator(Startable):
 
     def session_truth(self, session_id: str) -> dict[str, Any]:
         with self._lock:
-            return self._sessions[session_id].truth(self._clock.now())
-
-    def status_update_url(self, session_id: str) -> str | None:
-        """The session's `merchant_urls.status_update` as the merchant sent it (the tracker's secret included:
-        for local tests that call back the way Klarna does; the truth strips it)."""
-        with self._lock:
-            return self._sessions[session_id].merchant_urls.get("status_update")
+            return self._sessions[session_id].truth(self.clock.now())
 
     def wait_settled(self, timeout: float) -> bool:
         """Wait until every journey step and callback delivery is done (abandoned sessions may be open)."""
         return self._tasks.wait_idle(timeout)
 
-    def act(self, session_id: str, status: str, *, source: str = "control") -> dict[str, Any]:
-        """Move a session as its consumer would (callbacks follow).
+    # -- faults --------------------------------------------------------------------------------------
 
-        KeyError for an unknown session; ValueError when it cannot change now (expired or final).
+    def fail_next(
+        self,
+        method: str | None,
+        path_prefix: str | None,
+        status: int | None = 500,
+        body: Body = None,
+        headers: Mapping[str, str] | None = None,
+        delay: float = 0.0,
+        times: int | None = 1,
+        *,
+        disconnect: bool = False,
+    ) -> Fault:
+        """Answer the next `times` matching merchant-API requests as scripted (None matches any method or
+        path; a full URL counts by its path); faults are tried in the order added, the first match wins.
+
+        `status=None` with a `delay`: Klarna's own answer, late (e.g. past the client's timeout).
+        `body=None` with a 4xx/5xx: Klarna's error body. Bytes or text are sent as they are, labelled
+        JSON unless `headers` say otherwise. `disconnect=True`: close the connection without an answer.
         """
-        with self._lock:
-            session = self._sessions[session_id]
-        if not _STATUS_PATTERN.match(status):
-            raise ValueError(f"not a status: {status!r}")
-        self._change_status(session, status, source=source, callback=True)
-        with self._lock:
-            return session.read_body()
+        fault = Fault(method, path_prefix, status, body, dict(headers or {}), delay, times, disconnect)
+        return self._faults.add(fault)
 
-    def expire(self, session_id: str) -> dict[str, Any]:
-        """Make a session expire now: Read and Disable answer 404 from here on."""
-        with self._lock:
-            session = self._sessions[session_id]
-            session.expires_at = min(session.expires_at, self._clock.now() - timedelta(milliseconds=1))
-            _log.info("session %s expired (on request)", _short(session_id))
-            return session.read_body()
+    def fail_always(self, method: str | None, path_prefix: str | None, **script: Any) -> Fault:
+        """Like fail_next (the same `script` fields), for every matching request until remove_fault()
+        or clear_faults()."""
+        return self.fail_next(method, path_prefix, times=None, **script)
+
+    def remove_fault(self, fault: Fault) -> None:
+        self._faults.remove(fault)
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    @property
+    def faults(self) -> list[Fault]:
+        return self._faults.snapshot()
+
+    # -- the request log -------------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request the merchant API received (not the consumer page, not /_simulator/), oldest first."""
+        return self._requests.matching()
+
+    def requests_to(self, method: str | None = None, path_prefix: str | None = None) -> list[RecordedRequest]:
+        return self._requests.matching(method, path_prefix)
+
+    def wait_for_requests(
+        self, count: int, method: str | None = None, path_prefix: str | None = None, timeout: float = 5.0
+    ) -> list[RecordedRequest]:
+        """Block until at least `count` matching requests arrived; TimeoutError otherwise."""
+        return self._requests.wait_for(count, method, path_prefix, timeout)
+
+    def clear_requests(self) -> None:
+        self._requests.clear()
+
+    # -- behaviour that changes while running ------------------------------------------------------
+
+    def set_chaos(self, chaos: ChaosProfile) -> None:
+        """Use another chaos profile for callbacks and reads from now on."""
+        self.chaos = chaos
+        _log.info("chaos profile now %s", chaos.name)
+
+    def set_rate_limits(self, *, create: int | None = None, other: int | None = None) -> None:
+        """Klarna's per-second limits from now on; one left out goes back to the configured value."""
+        self._rate_limits.set_limits(create=create, other=other)
 
     # -- status changes ----------------------------------------------------------------------------
 
-    def _change_status(self, session: SimSession, status: str, *, source: str, callback: bool) -> None:
-        """Apply a status change and send its callback; ValueError when the session can no longer change."""
+    def _next_ordinal(self) -> tuple[int, random.Random]:
+        """The next session's ordinal and seeded generator (call under the lock)."""
+        ordinal, self._ordinal = self._ordinal, self._ordinal + 1
+        return ordinal, session_rng(self.config.seed, ordinal)
+
+    def _lifetime(self) -> timedelta:
+        return timedelta(seconds=self.config.session_lifetime)
+
+    def _register(self, session: SimSession, *, source: str) -> None:
+        session.history.append(StatusChange(session.status, format_timestamp(session.updated_at), source))
+        self._sessions[session.session_id] = session
+
+    def _change_status(
+        self,
+        session: SimSession,
+        status: str,
+        *,
+        source: str,
+        callback: bool,
+        at: datetime | None = None,
+        given: Mapping[str, str] | None = None,
+    ) -> None:
+        """Apply a status change and send its callback; InvalidOperation when the session cannot change."""
         with self._lock:
-            now = self._clock.now()
+            now = self.clock.now()
             if session.expired(now):
-                raise ValueError(f"session {session.session_id} has expired")
+                raise InvalidOperation(f"session {session.session_id} has expired")
             if session.is_final:
-                raise ValueError(f"session {session.session_id} is {session.status} (final)")
-            session.updated_at = self._clock.after(session.updated_at)
+                raise InvalidOperation(f"session {session.session_id} is {session.status} (final)")
+            session.updated_at = at or self.clock.after(session.updated_at)
             session.status = status
             if status == "COMPLETED":
-                self._complete(session)
+                self._complete(session, given or {})
             session.history.append(StatusChange(status, format_timestamp(session.updated_at), source))
-            event = self._callback_event(session) if callback else None
-        _log.info("session %s → %s (%s)", _short(session.session_id), status, source)
+            event = self._callbacks.event_for(session, self.chaos) if callback else None
+        _log.info("session %s → %s (%s)", session.session_id[:8], status, source)
         if event is not None:
-            self._schedule_deliveries(session, event)
+            self._callbacks.send(session, event)
 
-    def _complete(self, session: SimSession) -> None:
+    @staticmethod
+    def _complete(session: SimSession, given: Mapping[str, str]) -> None:
+        """COMPLETED's fields: the ones a test gave, or Klarna's (drawn from the session's generator)."""
+        if given:
+            for name, value in given.items():
+                setattr(session, name, value)
+            return
         rng = session.rng
         if session.place_order_mode == "NONE":
-            session.authorization_token = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            session.authorization_token = seeded_uuid(rng)
         else:
-            session.order_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            session.order_id = seeded_uuid(rng)
             session.klarna_reference = "".join(rng.choice(_REFERENCE_ALPHABET) for _ in range(8))
 
     # -- journeys ----------------------------------------------------------------------------------
@@ -426,11 +443,11 @@ class KlarnaSimulator(Startable):
         with self._lock:
             step = journey.steps[session.journey_position]
             session.journey_position += 1
-            now = self._clock.now()
+            now = self.clock.now()
             if session.expired(now) or session.is_final:
                 _log.info(
                     "session %s: consumer step %s skipped (%s)",
-                    _short(session.session_id),
+                    session.session_id[:8],
                     step.action,
                     "expired" if session.expired(now) else session.status,
                 )
@@ -440,14 +457,14 @@ class KlarnaSimulator(Startable):
         else:
             try:
                 self._change_status(session, step.action, source="consumer", callback=True)
-            except ValueError as why:  # expired or final in between
-                _log.info("session %s: consumer step skipped: %s", _short(session.session_id), why)
+            except InvalidOperation as why:  # expired or final in between
+                _log.info("session %s: consumer step skipped: %s", session.session_id[:8], why)
                 return
         self._schedule_next_step(session)
 
     def _merchant_disables(self, session: SimSession) -> None:
         session_id = session.session_id
-        action: dict[str, Any] = {"action": "disable", "at": format_timestamp(self._clock.now())}
+        action: dict[str, Any] = {"action": "disable", "at": format_timestamp(self.clock.now())}
         if self.merchant_disable is not None:
             action["via"] = "hook"
             try:
@@ -455,279 +472,175 @@ class KlarnaSimulator(Startable):
                 action["result"] = "called"
             except Exception as error:
                 action["result"] = f"failed: {type(error).__name__}"
-                _log.warning("session %s: merchant disable hook failed: %r", _short(session_id), error)
+                _log.warning("session %s: merchant disable hook failed: %r", session_id[:8], error)
         elif self.config.merchant_disable_url:
             url = self.config.merchant_disable_url.replace("{session_id}", session_id)
-            action["via"] = _without_query(url)
+            action["via"] = without_query(url)
             try:
                 response = self._http.request("DELETE", url, timeout=urllib3.Timeout(total=10))
                 action["result"] = f"http_{response.status}"
             except urllib3.exceptions.HTTPError as error:
                 action["result"] = f"failed: {type(error).__name__}"
-            _log.info("session %s: merchant DELETE → %s", _short(session_id), action["result"])
+            _log.info("session %s: merchant DELETE → %s", session_id[:8], action["result"])
         else:
             action["via"] = "klarna_api"
             try:
                 self._disable(session, source="merchant")
                 action["result"] = "disabled"
-            except _Rejected as rejected:
+            except Rejected as rejected:
                 action["result"] = rejected.error_code
         with self._lock:
             session.merchant_actions.append(action)
 
     def _disable(self, session: SimSession, *, source: str) -> None:
         with self._lock:
-            if session.expired(self._clock.now()):
-                raise _Rejected(404, "NOT_FOUND", "Session not found or expired")
+            if session.expired(self.clock.now()):
+                raise Rejected(404, "NOT_FOUND", "Session not found or expired")
             if session.status == "DISABLED":
                 return  # disabling twice changes nothing
             if session.is_final:
-                raise _Rejected(
+                raise Rejected(
                     400, "INVALID_OPERATION", f"The session is {session.status} and cannot be disabled"
                 )
         self._change_status(session, "DISABLED", source=source, callback=self.config.callback_on_disable)
 
-    # -- callbacks ---------------------------------------------------------------------------------
-
-    def _callback_event(self, session: SimSession) -> CallbackEvent:
-        """The callback for the session's current state, with this run's chaos decided up front."""
-        rng, chaos = session.rng, self.chaos
-        url = session.merchant_urls.get("status_update")
-        body = session.read_body()
-        event = CallbackEvent(
-            event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            status=session.status,
-            updated_at=body["updated_at"],
-            body={"session": body},
-            url=url.replace("{{session_id}}", session.session_id) if url else None,
-        )
-        event.body = {"event_id": event.event_id, "session": body}
-        # Draw every decision every time, so one rate's value does not shift the others' streams.
-        draws = [rng.random() for _ in range(4)]
-        delay = rng.uniform(*chaos.callback_delay_seconds)
-        event.dropped = draws[0] < chaos.callback_drop_rate
-        event.duplicated = draws[1] < chaos.callback_duplicate_rate
-        event.delay = delay if draws[2] < chaos.callback_delay_rate else 0.0
-        event.emptied = draws[3] < chaos.callback_empty_rate
-        event.duplicate_gap = rng.uniform(0.05, 1.0)
-        session.callbacks.append(event)
-        return event
-
-    def _schedule_deliveries(self, session: SimSession, event: CallbackEvent) -> None:
-        short = _short(session.session_id)
-        if event.url is None:
-            _log.info("session %s: no status_update URL, no callback", short)
-            return
-        if event.dropped:
-            _log.info("session %s: callback %s dropped (chaos)", short, event.status)
-            return
-        copies = [Delivery(copy=1)] + ([Delivery(copy=2)] if event.duplicated else [])
-        with self._lock:
-            event.deliveries.extend(copies)
-        for delivery in copies:
-            # A duplicate follows shortly after, like a retry whose first answer was lost.
-            extra = 0.0 if delivery.copy == 1 else event.duplicate_gap
-            self._tasks.call_later(event.delay + extra, partial(self._attempt, session, event, delivery, 1))
-
-    def _attempt(self, session: SimSession, event: CallbackEvent, delivery: Delivery, number: int) -> None:
-        if self._tasks.stopping or event.url is None:
-            return
-        body = b"" if event.emptied else json.dumps(event.body).encode()
-        started_at, started = format_timestamp(self._clock.now()), time.monotonic()
-        status: int | None = None
-        try:
-            response = self._http.request(
-                "POST",
-                event.url,
-                body=body,
-                headers={"Content-Type": "application/json", "User-Agent": "Klarna-HPP-Simulator/1.0"},
-                timeout=urllib3.Timeout(total=self.config.callback_timeout),
-            )
-            status = response.status
-            result = f"http_{status}"
-        except urllib3.exceptions.NewConnectionError:  # a subclass of TimeoutError in urllib3, for history
-            result = "connection_error"
-        except urllib3.exceptions.TimeoutError:
-            result = "timeout"
-        except urllib3.exceptions.HTTPError:
-            result = "connection_error"
-        attempt = Attempt(
-            number=number,
-            at=started_at,
-            result=result,
-            http_status=status,
-            empty_body=not body,
-            duration_ms=int((time.monotonic() - started) * 1000),
-        )
-        retry = not attempt.succeeded and number < self.config.callback_attempts
-        if retry and status is not None and 400 <= status < 500 and not self.config.retry_callbacks_on_4xx:  # noqa: PLR2004
-            retry = False
-        with self._lock:
-            delivery.attempts.append(attempt)
-            if attempt.succeeded:
-                delivery.outcome = "delivered"
-            elif not retry:
-                delivery.outcome = "gave_up"
-        _log.info(
-            "session %s: callback %s%s attempt %d → %s%s",
-            _short(session.session_id),
-            event.status,
-            " (duplicate)" if delivery.copy > 1 else "",
-            number,
-            result,
-            " (empty body)" if not body else "",
-        )
-        if retry:
-            self._tasks.call_later(
-                self.config.callback_retry_delay, partial(self._attempt, session, event, delivery, number + 1)
-            )
-
     # -- HTTP --------------------------------------------------------------------------------------
 
     def _handle(self, request: Request) -> Response | None:
+        """Every request, from the HTTP server or the in-process pool."""
         correlation_id = str(uuid.uuid4())
+        path = request.path.rstrip("/") or "/"
+        merchant_api = not path.startswith(("/pay/", CONTROL_PATH + "/")) and path != CONTROL_PATH
+        recorded = (
+            self._requests.record(request, authorized=self._authorized(request)) if merchant_api else None
+        )
         try:
-            response = self._route(request)
-        except _Rejected as rejected:
-            response = _error(rejected.status, rejected.error_code, rejected.message, correlation_id)
-            if isinstance(rejected, _RateLimited):
-                response.headers += [
-                    ("X-Ratelimit-Limit", str(rejected.limit)),
-                    ("X-Ratelimit-Remaining", "0"),
-                    ("X-Ratelimit-Reset", str(rejected.reset)),
-                ]
+            response = self._route(request, path, correlation_id)
+        except Rejected as rejected:
+            response = rejected.response(correlation_id)
+        except Exception as error:  # a bug in the simulator: shown in `errors`, answered as Klarna's 500
+            self.errors.append(error)
+            _log.exception("simulator failed on %s %s", request.method, request.path)
+            response = error_response(
+                500, "INTERNAL_SERVER_ERROR", f"simulator failed: {error!r}", correlation_id
+            )
         if response is not None:
             response.headers.append(("Klarna-Correlation-Id", correlation_id))
+        if recorded is not None:  # before the answer is sent: the client may look right after
+            recorded.response_status = response.status if response is not None else None
         return response
 
-    def _route(self, request: Request) -> Response | None:
-        path = request.path.rstrip("/") or "/"
-        if path.startswith(CONTROL_PATH + "/") or path == CONTROL_PATH:
-            return self._control(request, path[len(CONTROL_PATH) :])
+    def _server_failed(self, error: BaseException) -> None:
+        self.errors.append(error)
+        _log.error("klarna-simulator: unexpected server error: %r", error)
+
+    def _route(self, request: Request, path: str, correlation_id: str) -> Response | None:
+        if path == CONTROL_PATH or path.startswith(CONTROL_PATH + "/"):
+            return control.handle(self, request, path[len(CONTROL_PATH) :])
         if path.startswith("/pay/"):
             return self._consumer_page(request, path[len("/pay/") :])
+        fault = self._faults.take(request.method, request.path)
+        if fault is not None:
+            return self._scripted(fault, request, path, correlation_id)
+        return self._merchant_api(request, path)
+
+    def _scripted(self, fault: Fault, request: Request, path: str, correlation_id: str) -> Response | None:
+        # Event.wait, not sleep: stop() must not wait for scripted delays to run out.
+        if (fault.delay > 0 and self._stopping.wait(fault.delay)) or fault.disconnect:
+            return None  # drops the connection without answering
+        if fault.status is None:
+            return self._merchant_api(request, path)
+        code = default_error_code(fault.status)
+        error = {"error_code": code, "error_messages": [code], "correlation_id": correlation_id}
+        return fault.response(fault.status, error)
+
+    def _merchant_api(self, request: Request, path: str) -> Response:
         if path == SESSIONS_PATH:
-            self._require_method(request, "POST")
-            self._authenticate(request)
-            self._rate_limit("create", self.config.create_rate_limit)
+            self._admit(request, CREATE, "POST")
             return self._create(request)
         if path.startswith(SESSIONS_PATH + "/"):
-            rest = path[len(SESSIONS_PATH) + 1 :].split("/")
-            session_id = unquote(rest[0])
-            if len(rest) == 1:
-                self._require_method(request, "GET", "DELETE")
-                self._authenticate(request)
-                self._rate_limit("other", self.config.other_rate_limit)
+            quoted_id, _, rest = path[len(SESSIONS_PATH) + 1 :].partition("/")
+            session_id = unquote(quoted_id)
+            if not rest:
+                self._admit(request, OTHER, "GET", "DELETE")
                 return (
                     self._read(session_id) if request.method == "GET" else self._disable_request(session_id)
                 )
-            if rest[1:] == ["distribution"]:
-                self._require_method(request, "POST")
-                self._authenticate(request)
-                self._rate_limit("other", self.config.other_rate_limit)
+            if rest == "distribution":
+                self._admit(request, OTHER, "POST")
                 return self._distribute(session_id, request)
-        raise _Rejected(404, "NOT_FOUND", "No such resource")
+        raise Rejected(404, "NOT_FOUND", "No such resource")
 
-    @staticmethod
-    def _require_method(request: Request, *allowed: str) -> None:
-        if request.method not in allowed:
-            raise _Rejected(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here")
+    def _admit(self, request: Request, kind: str, *methods: str) -> None:
+        """Klarna's checks before any work, in order: the method, the credentials, the rate limit (only
+        authenticated calls count against it)."""
+        if request.method not in methods:
+            raise Rejected(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here")
+        if not self._authorized(request):
+            raise Rejected(401, "UNAUTHORIZED", "Missing or invalid credentials")
+        quota = self._rate_limits.count(kind)
+        if quota.exceeded:
+            raise Rejected(429, "TOO_MANY_REQUESTS", "Rate limit exceeded", quota.headers())
 
-    def _authenticate(self, request: Request) -> None:
-        header = request.header("Authorization") or ""
-        if header.lower().startswith("basic "):
-            try:
-                decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                decoded = ""
-            username, sep, password = decoded.partition(":")
-            if sep and username == self.config.username and password == self.config.password:
-                return
-        raise _Rejected(401, "UNAUTHORIZED", "Missing or invalid credentials")
-
-    def _rate_limit(self, kind: str, limit: int) -> None:
-        """Klarna's per-merchant, per-second limits (only authenticated calls count)."""
-        now = time.monotonic()
-        second = math.floor(now)
-        with self._lock:
-            window, count = self._windows.get(kind, (second, 0))
-            if window != second:
-                window, count = second, 0
-            count += 1
-            self._windows[kind] = (window, count)
-        if count > limit:
-            raise _RateLimited(limit, max(1, math.ceil(second + 1 - now)))
+    def _authorized(self, request: Request) -> bool:
+        return credentials_match(request.header("Authorization"), self.config.username, self.config.password)
 
     def _live(self, session_id: str) -> SimSession:
         """The session, or Klarna's 404 when it is unknown or expired (Klarna does not say which)."""
         with self._lock:
             session = self._sessions.get(session_id)
-            if session is None or session.expired(self._clock.now()):
-                raise _Rejected(404, "NOT_FOUND", "Session not found or expired")
+            if session is None or session.expired(self.clock.now()):
+                raise Rejected(404, "NOT_FOUND", "Session not found or expired")
             return session
 
     def _create(self, request: Request) -> Response:
         try:
             payload = request.json()
         except ValueError:
-            raise _Rejected(400, "BAD_VALUE", "Request body is not valid JSON") from None
-        _check_create_request(payload)
+            raise Rejected(400, "BAD_VALUE", "Request body is not valid JSON") from None
+        payload = check_create_request(payload)
         options = dict(payload.get("options") or {})
         with self._lock:
-            ordinal = self._ordinal
-            self._ordinal += 1
-            rng = session_rng(self.config.seed, ordinal)
-            session_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            ordinal, rng = self._next_ordinal()
+            session_id = seeded_uuid(rng)  # first: the same seed gives the same ids
             journey = None
             if self.config.journeys == "auto":
                 journey = self.config.journey_model.draw(rng, self.config.think_time)
-            created = self._clock.now()
+            created = self.clock.now()
             session = SimSession(
                 session_id=session_id,
                 ordinal=ordinal,
                 rng=rng,
                 created_at=created,
-                expires_at=created + timedelta(seconds=self.config.session_lifetime),
+                expires_at=created + self._lifetime(),
                 updated_at=created,
                 status="WAITING",
                 place_order_mode=str(options.get("place_order_mode", "NONE")),
                 merchant_urls=dict(payload.get("merchant_urls") or {}),
+                journey=journey,
                 options=options,
                 payment_session_url=payload["payment_session_url"],
                 profile_id=payload.get("profile_id"),
-                journey=journey,
             )
-            session.history.append(StatusChange("WAITING", format_timestamp(created), "create"))
-            self._sessions[session_id] = session
+            self._register(session, source="create")
         _log.info(
             "session %s created (%s, journey: %s)",
-            _short(session_id),
+            session_id[:8],
             session.place_order_mode,
             journey.outcome.value if journey else "manual",
         )
         self._schedule_next_step(session)
-        base = self.url
-        session_url = f"{base}{SESSIONS_PATH}/{session_id}"
-        pay_url = f"{base}/pay/{session_id}"
-        return Response.json(
-            201,
-            {
-                "session_id": session_id,
-                "session_url": session_url,
-                "redirect_url": pay_url,
-                "qr_code_url": f"{pay_url}/qr",
-                "distribution_url": f"{session_url}/distribution",
-                "distribution_module": {
-                    "token": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                    "standalone_url": pay_url,
-                    "generation_url": f"{session_url}/distribution",
-                },
-                "expires_at": format_timestamp(session.expires_at),
-            },
-        )
+        expires_at = format_timestamp(session.expires_at)
+        return Response.json(201, created_body(self.url, session_id, expires_at, rng))
 
     def _read(self, session_id: str) -> Response:
         session = self._live(session_id)  # unknown/expired first: chaos on a 404 would hide it
+        self._read_chaos()
+        with self._lock:
+            return Response.json(200, session.read_body())
+
+    def _read_chaos(self) -> None:
+        """Slow, failing or rate-limited reads, as this run's chaos profile says."""
         with self._lock:
             roll, slow_roll = self._chaos_rng.random(), self._chaos_rng.random()
             chaos = self.chaos
@@ -735,16 +648,15 @@ class KlarnaSimulator(Startable):
             error_status = self._chaos_rng.choice((500, 502, 503))
         if slow_roll < chaos.read_slow_rate:
             self._count_read("slow")
-            time.sleep(slow_for)  # past a tight client time-out; the answer still comes
+            self._stopping.wait(slow_for)  # past a tight client time-out; the answer still comes
         if roll < chaos.read_rate_limited_rate:
             self._count_read("rate_limited")
-            raise _RateLimited(self.config.other_rate_limit, 1)
+            limit = self._rate_limits.limit(OTHER)
+            raise Rejected(429, "TOO_MANY_REQUESTS", "Rate limit exceeded", rate_limit_headers(limit).items())
         if roll < chaos.read_rate_limited_rate + chaos.read_error_rate:
             self._count_read(f"http_{error_status}")
-            raise _Rejected(error_status, "INTERNAL_SERVER_ERROR", "Simulated failure (chaos)")
+            raise Rejected(error_status, "INTERNAL_SERVER_ERROR", "Simulated failure (chaos)")
         self._count_read("ok")
-        with self._lock:
-            return Response.json(200, session.read_body())
 
     def _count_read(self, outcome: str) -> None:
         with self._lock:
@@ -759,15 +671,14 @@ class KlarnaSimulator(Startable):
         try:
             payload = request.json()
         except ValueError:
-            raise _Rejected(400, "BAD_VALUE", "Request body is not valid JSON") from None
+            raise Rejected(400, "BAD_VALUE", "Request body is not valid JSON") from None
         if not isinstance(payload, dict) or payload.get("method") not in DISTRIBUTION_METHODS:
-            raise _Rejected(400, "BAD_VALUE", "method must be one of: email, sms, token")
-        contact = payload.get("contact_information")
-        if not isinstance(contact, dict):
-            raise _Rejected(400, "BAD_VALUE", "Missing required field: contact_information")
+            raise Rejected(400, "BAD_VALUE", "method must be one of: email, sms, token")
+        if not isinstance(payload.get("contact_information"), dict):
+            raise Rejected(400, "BAD_VALUE", "Missing required field: contact_information")
         with self._lock:
             session.distributions.append(
-                {"method": payload["method"], "at": format_timestamp(self._clock.now())}
+                {"method": payload["method"], "at": format_timestamp(self.clock.now())}
             )
         return Response(200)
 
@@ -777,105 +688,27 @@ class KlarnaSimulator(Startable):
         session_id, _, suffix = rest.partition("/")
         session = self._live(unquote(session_id))
         if suffix == "qr":
-            return Response(
-                200,
-                _qr_placeholder(f"{self.url}/pay/{session.session_id}"),
-                [("Content-Type", "image/svg+xml")],
-            )
+            image = qr_placeholder(f"{self.url}/pay/{session.session_id}")
+            return Response(200, image, [("Content-Type", "image/svg+xml")])
         if suffix:
-            raise _Rejected(404, "NOT_FOUND", "No such resource")
+            raise Rejected(404, "NOT_FOUND", "No such resource")
         if request.method == "POST":
-            action = (parse_qs(request.body.decode(errors="replace")).get("action") or [""])[0]
-            if action not in CONSUMER_ACTIONS:
-                raise _Rejected(400, "BAD_VALUE", f"action must be one of {', '.join(CONSUMER_ACTIONS)}")
-            try:
-                self._change_status(session, action, source="consumer", callback=True)
-            except ValueError as why:
-                raise _Rejected(409, "INVALID_OPERATION", str(why)) from None
-            return Response(303, headers=[("Location", f"/pay/{session.session_id}")])
-        self._require_method(request, "GET")
+            return self._consumer_acts(session, request)
+        if request.method != "GET":
+            raise Rejected(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here")
         with self._lock:
             body = session.read_body()
-        return Response.text(200, _page(body), "text/html; charset=utf-8")
+        return Response.text(200, payment_page(body), "text/html; charset=utf-8")
 
-    # -- control API ---------------------------------------------------------------------------------
-
-    def _control(self, request: Request, path: str) -> Response:
-        parts = [unquote(part) for part in path.strip("/").split("/") if part]
-        match parts:
-            case ["truth"] if request.method == "GET":
-                return Response.json(200, self.truth())
-            case ["truth", session_id] if request.method == "GET":
-                try:
-                    return Response.json(200, self.session_truth(session_id))
-                except KeyError:
-                    raise _Rejected(404, "NOT_FOUND", "No such session") from None
-            case ["config"] if request.method == "GET":
-                return Response.json(
-                    200, {"url": self.url, **self.config.describe(), "chaos": self.chaos.as_dict()}
-                )
-            case ["sessions", session_id, "status"] if request.method == "POST":
-                try:
-                    status = request.json()["status"]
-                    return Response.json(200, self.act(session_id, str(status)))
-                except KeyError:
-                    raise _Rejected(404, "NOT_FOUND", "No such session") from None
-                except (TypeError, ValueError) as why:
-                    raise _Rejected(409, "INVALID_OPERATION", str(why)) from None
-            case ["chaos"] if request.method == "POST":
-                try:
-                    body = request.json()
-                    profile = chaos_profile(str(body.get("profile", "none")), dict(body.get("set") or {}))
-                except (ValueError, TypeError, AttributeError) as why:
-                    raise _Rejected(400, "BAD_VALUE", str(why)) from None
-                self.set_chaos(profile)
-                return Response.json(200, profile.as_dict())
-            case ["sessions", session_id, "expire"] if request.method == "POST":
-                try:
-                    return Response.json(200, self.expire(session_id))
-                except KeyError:
-                    raise _Rejected(404, "NOT_FOUND", "No such session") from None
-        raise _Rejected(404, "NOT_FOUND", "No such simulator resource")
-
-
-class _RateLimited(_Rejected):
-    def __init__(self, limit: int, reset: int) -> None:
-        super().__init__(429, "TOO_MANY_REQUESTS", "Rate limit exceeded")
-        self.limit = limit
-        self.reset = reset
-
-
-def _error(status: int, error_code: str, message: str, correlation_id: str) -> Response:
-    return Response.json(
-        status, {"error_code": error_code, "error_messages": [message], "correlation_id": correlation_id}
-    )
-
-
-def _check_create_request(payload: object) -> None:
-    """Klarna's 400 for a Create Session body that breaks its rules, naming the field."""
-    if not isinstance(payload, dict):
-        raise _Rejected(400, "BAD_VALUE", "Request body must be a JSON object")
-    url = payload.get("payment_session_url")
-    if not isinstance(url, str) or not url:
-        raise _Rejected(400, "BAD_VALUE", "Missing required field: payment_session_url")
-    # Klarna needs the URL of an existing Klarna Payments session (or Klarna Checkout order).
-    if not url.startswith(("http://", "https://")) or not (
-        "/payments/v1/sessions/" in url or "/checkout/v3/orders/" in url
-    ):
-        raise _Rejected(400, "BAD_VALUE", "Bad value: payment_session_url")
-    merchant_urls = payload.get("merchant_urls")
-    if merchant_urls is not None and not (
-        isinstance(merchant_urls, dict) and all(isinstance(value, str) for value in merchant_urls.values())
-    ):
-        raise _Rejected(400, "BAD_VALUE", "Bad value: merchant_urls")
-    options = payload.get("options")
-    if options is not None and not isinstance(options, dict):
-        raise _Rejected(400, "BAD_VALUE", "Bad value: options")
-    if options and options.get("place_order_mode", "NONE") not in PLACE_ORDER_MODES:
-        raise _Rejected(400, "BAD_VALUE", "Bad value: options.place_order_mode")
-    profile_id = payload.get("profile_id")
-    if profile_id is not None and not isinstance(profile_id, str):
-        raise _Rejected(400, "BAD_VALUE", "Bad value: profile_id")
+    def _consumer_acts(self, session: SimSession, request: Request) -> Response:
+        action = (parse_qs(request.body.decode(errors="replace")).get("action") or [""])[0]
+        if action not in CONSUMER_ACTIONS:
+            raise Rejected(400, "BAD_VALUE", f"action must be one of {', '.join(CONSUMER_ACTIONS)}")
+        try:
+            self._change_status(session, action, source="consumer", callback=True)
+        except InvalidOperation as why:
+            raise Rejected(409, "INVALID_OPERATION", str(why)) from None
+        return Response(303, headers=[("Location", f"/pay/{session.session_id}")])
 
 
 def _summary(sessions: list[dict[str, Any]], reads: dict[str, int]) -> dict[str, Any]:
@@ -895,40 +728,3 @@ def _summary(sessions: list[dict[str, Any]], reads: dict[str, int]) -> dict[str,
         "callbacks": dict(sorted(callbacks.items())),
         "reads": dict(sorted(reads.items())),
     }
-
-
-def _without_query(url: str | None) -> str | None:
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
-def _short(session_id: str) -> str:
-    return session_id[:8]
-
-
-def _page(body: dict[str, Any]) -> str:
-    """The consumer's page: the session's state and a button per thing a consumer can do."""
-    buttons = "".join(
-        f'<button name="action" value="{action}">{action.replace("_", " ").title()}</button> '
-        for action in CONSUMER_ACTIONS
-    )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Klarna HPP simulator</title></head><body>"
-        f"<h1>Pay with Klarna (simulated)</h1><p>Session <code>{html.escape(body['session_id'])}</code>: "
-        f"<strong>{html.escape(body['status'])}</strong>, updated {html.escape(body['updated_at'])}, "
-        f"expires {html.escape(body['expires_at'])}.</p>"
-        f"<form method='post'>{buttons}</form></body></html>"
-    )
-
-
-def _qr_placeholder(target: str) -> bytes:
-    """An image standing in for the QR code (a real one needs an encoder this simulator does without)."""
-    text = html.escape(target)
-    return (
-        "<svg xmlns='http://www.w3.org/2000/svg' width='320' height='80'>"
-        "<rect width='320' height='80' fill='white' stroke='black'/>"
-        f"<text x='8' y='30' font-size='12'>QR code for</text><text x='8' y='55' font-size='9'>{text}</text>"
-        "</svg>"
-    ).encode()

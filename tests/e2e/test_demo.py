@@ -183,7 +183,7 @@ def test_a_callback_to_the_real_status_update_url_is_applied_and_an_altered_secr
     klarna.act(session_id, "IN_PROGRESS")
     wait_for_status(stack, session_id, "IN_PROGRESS")
 
-    url = klarna.status_update_url(session_id).replace("{{session_id}}", session_id)
+    url = klarna.status_update_url(session_id)  # as Klarna calls it: {{session_id}} filled in
     assert url.startswith(stack.ready["api_url"] + "/callbacks/hpp?")
     # Newer than anything Klarna has said about the session (the simulator's stamps are "now").
     later = datetime.now(UTC) + timedelta(minutes=1)

@@ -1,4 +1,5 @@
-"""The Klarna HPP simulator over real HTTP: Klarna's API, seeded journeys, callback delivery, chaos, truth."""
+"""The Klarna HPP simulator over real HTTP: Klarna's API, seeded journeys, callback delivery, chaos, truth,
+and the test API the other tests rely on (seeded sessions, scripted faults, the request log, time)."""
 
 import itertools
 import json
@@ -6,16 +7,25 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import urllib3
 
 from local.httpserver import Response
-from local.klarna_simulator import KlarnaSimulator, SimulatorConfig, chaos_profile
+from local.klarna_simulator import (
+    SESSIONS_PATH,
+    InvalidOperation,
+    KlarnaSimulator,
+    SimulatorConfig,
+    chaos_profile,
+    rate_limit_headers,
+)
 from tests.support.callback_receiver import CallbackReceiver, always
 
 KP_URL = "https://api.playground.klarna.com/payments/v1/sessions/0b1d9815-165e-42e2-8867-35bc03789e00"
@@ -93,7 +103,7 @@ def test_create_returns_klarnas_urls_and_each_one_works(simulator: KlarnaSimulat
     }
     assert TIMESTAMP.match(created["expires_at"])
     read = call(simulator, "GET", created["session_url"])
-    assert read.status == 200
+    assert (read.status, read.headers["Content-Type"]) == (200, "application/json")
     assert read.json() == {
         "session_id": created["session_id"],
         "status": "WAITING",
@@ -117,6 +127,9 @@ def test_wrong_or_missing_credentials_get_401_in_klarnas_error_format(simulator:
     assert_klarna_error(wrong, 401, "UNAUTHORIZED")
     garbage = HTTP.request("GET", created["session_url"], headers={"Authorization": "Basic %%%"})
     assert_klarna_error(garbage, 401, "UNAUTHORIZED")
+    body = {"payment_session_url": KP_URL}
+    assert_klarna_error(call(simulator, "POST", SESSIONS_PATH, body, auth=False), 401, "UNAUTHORIZED")
+    assert simulator.session_ids() == [created["session_id"]], "the refused create made nothing"
 
 
 @pytest.mark.parametrize(
@@ -169,7 +182,8 @@ def test_disable_gives_204_and_disabled_but_a_completed_session_cannot_be_disabl
 ) -> None:
     first, second = create(simulator), create(simulator)
 
-    assert call(simulator, "DELETE", first["session_url"]).status == 204
+    disabled = call(simulator, "DELETE", first["session_url"])
+    assert (disabled.status, disabled.data) == (204, b"")
     assert call(simulator, "DELETE", first["session_url"]).status == 204  # again: nothing changes
     assert call(simulator, "GET", first["session_url"]).json()["status"] == "DISABLED"
     simulator.act(second["session_id"], "COMPLETED")
@@ -436,6 +450,34 @@ def test_seeded_journeys_are_reproducible(receiver: CallbackReceiver) -> None:
     assert [s["session_id"] for s in first["sessions"]] != [s["session_id"] for s in other["sessions"]]
 
 
+def assert_history_is_strictly_later_each_time(session: dict[str, Any]) -> None:
+    stamps = [change["updated_at"] for change in session["history"]]
+    assert all(TIMESTAMP.match(stamp) for stamp in stamps)
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps), "strictly later each time"
+
+
+def assert_completion_fits_the_mode(session: dict[str, Any]) -> None:
+    if session["final_status"] != "COMPLETED":
+        return
+    if session["place_order_mode"] == "NONE":
+        assert session["authorization_token"] and "order_id" not in session
+    else:
+        assert session["order_id"] and session["klarna_reference"] and "authorization_token" not in session
+
+
+def assert_each_callback_arrived_once(sessions: list[dict[str, Any]], receiver: CallbackReceiver) -> None:
+    """Without chaos every consumer change reached the merchant exactly once (in any order, as with
+    Klarna: two changes milliseconds apart are sent concurrently)."""
+    delivered = [r.json() for r in receiver.received]
+    assert len(delivered) == sum(len(s["callbacks"]) for s in sessions)
+    by_session: dict[str, list[str]] = {}
+    for body in delivered:
+        by_session.setdefault(body["session"]["session_id"], []).append(body["session"]["status"])
+    for session in sessions:
+        sent = sorted(event["status"] for event in session["callbacks"])
+        assert sorted(by_session.get(session["session_id"], [])) == sent
+
+
 def test_journeys_reach_every_status_with_strictly_later_timestamps_and_the_truth_matches_callbacks(
     receiver: CallbackReceiver,
 ) -> None:
@@ -447,31 +489,11 @@ def test_journeys_reach_every_status_with_strictly_later_timestamps_and_the_trut
     seen = {change["status"] for s in sessions for change in s["history"]}
     assert seen == {"WAITING", "IN_PROGRESS", "FAILED", "BACK", "ERROR", "COMPLETED", "CANCELLED", "DISABLED"}
     for session in sessions:
-        stamps = [change["updated_at"] for change in session["history"]]
-        assert all(TIMESTAMP.match(stamp) for stamp in stamps)
-        assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps), "strictly later each time"
-        if session["final_status"] == "COMPLETED":
-            if session["place_order_mode"] == "NONE":
-                assert session["authorization_token"] and "order_id" not in session
-            else:
-                assert (
-                    session["order_id"]
-                    and session["klarna_reference"]
-                    and "authorization_token" not in session
-                )
+        assert_history_is_strictly_later_each_time(session)
+        assert_completion_fits_the_mode(session)
         expected = [c["status"] for c in session["history"] if c["source"] == "consumer"]
         assert [e["status"] for e in session["callbacks"]] == expected
-    # Without chaos every consumer change reached the merchant exactly once (in any order, as with Klarna:
-    # two changes milliseconds apart are sent concurrently).
-    delivered = [r.json() for r in receiver.received]
-    assert len(delivered) == sum(len(s["callbacks"]) for s in sessions)
-    by_session: dict[str, list[str]] = {}
-    for body in delivered:
-        by_session.setdefault(body["session"]["session_id"], []).append(body["session"]["status"])
-    for session in sessions:
-        assert sorted(by_session.get(session["session_id"], [])) == sorted(
-            e["status"] for e in session["callbacks"]
-        )
+    assert_each_callback_arrived_once(sessions, receiver)
 
 
 def test_merchant_disable_steps_go_to_the_configured_url(receiver: CallbackReceiver) -> None:
@@ -493,31 +515,31 @@ def test_merchant_disable_steps_go_to_the_configured_url(receiver: CallbackRecei
 # ------------------------------------------------------------------------------------ control API
 
 
+def control(simulator: KlarnaSimulator, method: str, path: str, body: Any = None) -> urllib3.BaseHTTPResponse:
+    return call(simulator, method, f"/_simulator/{path}", body, auth=False)
+
+
 def test_the_control_api_drives_and_expires_sessions_and_serves_the_truth(
     simulator: KlarnaSimulator, receiver: CallbackReceiver
 ) -> None:
     created = create(simulator, receiver.status_update_url())
     session_id = created["session_id"]
 
-    moved = call(
-        simulator, "POST", f"/_simulator/sessions/{session_id}/status", {"status": "IN_PROGRESS"}, auth=False
-    )
+    moved = control(simulator, "POST", f"sessions/{session_id}/status", {"status": "IN_PROGRESS"})
     assert (moved.status, moved.json()["status"]) == (200, "IN_PROGRESS")
     receiver.wait_for(1)
-    bad = call(
-        simulator, "POST", f"/_simulator/sessions/{session_id}/status", {"status": "lower"}, auth=False
-    )
-    assert bad.status == 409
-    assert (
-        call(simulator, "POST", "/_simulator/sessions/nope/status", {"status": "X"}, auth=False).status == 404
-    )
-    assert call(simulator, "POST", f"/_simulator/sessions/{session_id}/expire", auth=False).status == 200
+    assert control(simulator, "POST", f"sessions/{session_id}/status", {"status": "lower"}).status == 400
+    assert control(simulator, "POST", f"sessions/{session_id}/status", {}).status == 400
+    assert control(simulator, "POST", "sessions/nope/status", {"status": "X"}).status == 404
+    assert control(simulator, "POST", f"sessions/{session_id}/expire").status == 200
     assert call(simulator, "GET", created["session_url"]).status == 404
-    truth = call(simulator, "GET", "/_simulator/truth", auth=False).json()
+    assert control(simulator, "POST", f"sessions/{session_id}/status", {"status": "COMPLETED"}).status == 409
+    truth = control(simulator, "GET", "truth").json()
     assert truth["summary"]["final_status"] == {"EXPIRED": 1}
     assert truth["sessions"][0]["callbacks"][0]["url"] == f"{receiver.url}/callbacks/hpp"  # no secret
-    one = call(simulator, "GET", f"/_simulator/truth/{session_id}", auth=False).json()
+    one = control(simulator, "GET", f"truth/{session_id}").json()
     assert one["final_status"] == "EXPIRED"
+    assert control(simulator, "GET", "nothing-here").status == 404
 
 
 def test_the_consumer_page_moves_the_session(simulator: KlarnaSimulator) -> None:
@@ -564,3 +586,353 @@ def test_the_control_api_changes_the_chaos_profile(simulator: KlarnaSimulator) -
     assert call(simulator, "POST", "/_simulator/chaos", {"profile": "wild"}).status == 400
     assert call(simulator, "POST", "/_simulator/chaos", {"set": {"nope": "1"}}).status == 400
     assert simulator.chaos.name == "heavy+custom"
+
+
+# ------------------------------------------------------------------------- test API: sessions
+
+
+def test_a_seeded_session_reads_as_seeded_with_its_extra_fields(simulator: KlarnaSimulator) -> None:
+    seeded = simulator.add_session(
+        "seeded-1",
+        status="COMPLETED",
+        updated_at="2019-05-13T14:54:04.675Z",
+        place_order_mode="PLACE_ORDER",
+        order_id="ord-1",
+        klarna_reference="K-REF",
+        customer={"national_identification_number": "x"},
+    )
+    read = call(simulator, "GET", simulator.session_url("seeded-1"))
+    assert read.status == 200
+    assert read.json() == seeded == simulator.read_body("seeded-1")
+    assert (seeded["updated_at"], seeded["order_id"], seeded["klarna_reference"]) == (
+        "2019-05-13T14:54:04.675Z",
+        "ord-1",
+        "K-REF",
+    )
+    assert seeded["customer"] == {"national_identification_number": "x"}
+    assert TIMESTAMP.match(seeded["expires_at"])
+    # COMPLETED without its fields gets Klarna's, drawn like a consumer's completion.
+    assert simulator.add_session(status="COMPLETED")["authorization_token"]
+    with pytest.raises(ValueError, match="only come with COMPLETED"):
+        simulator.add_session(status="IN_PROGRESS", authorization_token="t")
+    with pytest.raises(ValueError, match="not a status"):
+        simulator.add_session(status="in progress")
+
+
+def test_act_can_set_the_time_and_the_token_and_keep_its_callback_for_the_test(
+    simulator: KlarnaSimulator, receiver: CallbackReceiver
+) -> None:
+    created = create(simulator, receiver.status_update_url("abc"))
+    session_id = created["session_id"]
+    moved = simulator.act(
+        session_id,
+        "COMPLETED",
+        updated_at="2030-01-01T00:00:00.000Z",
+        callback=False,
+        authorization_token="t1",
+    )
+    assert (moved["status"], moved["updated_at"], moved["authorization_token"]) == (
+        "COMPLETED",
+        "2030-01-01T00:00:00.000Z",
+        "t1",
+    )
+    assert simulator.wait_settled(5)
+    assert receiver.received == [] and simulator.session_truth(session_id)["callbacks"] == []
+    # What Klarna would have sent, for the test to deliver: the URL filled in, the body as Read says.
+    assert simulator.status_update_url(session_id) == receiver.status_update_url("abc").replace(
+        "{{session_id}}", session_id
+    )
+    assert simulator.callback_body(session_id, "e-1") == {"event_id": "e-1", "session": moved}
+    with pytest.raises(InvalidOperation, match="final"):
+        simulator.act(session_id, "IN_PROGRESS")
+
+
+def test_a_forgotten_or_expired_session_is_404_and_the_clock_can_run_ahead(
+    simulator: KlarnaSimulator,
+) -> None:
+    forgotten, expired = simulator.add_session()["session_id"], simulator.add_session()["session_id"]
+    past = simulator.add_session(expires_at=datetime.now(UTC) - timedelta(milliseconds=5))["session_id"]
+    simulator.forget(forgotten)
+    simulator.expire(expired)
+    for session_id in (forgotten, expired, past):
+        assert_klarna_error(call(simulator, "GET", simulator.session_url(session_id)), 404, "NOT_FOUND")
+        assert_klarna_error(call(simulator, "DELETE", simulator.session_url(session_id)), 404, "NOT_FOUND")
+    assert forgotten not in simulator.session_ids()
+
+    simulator.clock.offset = timedelta(hours=2)  # Klarna's clock runs two hours ahead of ours
+    created = create(simulator)
+    moved = simulator.act(created["session_id"], "IN_PROGRESS")
+    assert moved["updated_at"] > format_in(hours=1, minutes=59)
+    assert call(simulator, "GET", created["session_url"]).json() == moved
+    simulator.clock.offset += timedelta(seconds=MANUAL.session_lifetime + 1)
+    assert_klarna_error(call(simulator, "GET", created["session_url"]), 404, "NOT_FOUND")
+
+
+def format_in(**delta: float) -> str:
+    """Klarna's form of a moment that far from now, for comparing with its timestamps."""
+    moment = datetime.now(UTC) + timedelta(**delta)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def test_a_clock_the_test_moves_drives_expiry() -> None:
+    now = [datetime(2026, 3, 2, 12, 0, tzinfo=UTC)]
+    with KlarnaSimulator(replace(MANUAL, session_lifetime=60), clock=lambda: now[0]) as simulator:
+        session = simulator.add_session()
+        assert session["expires_at"] == "2026-03-02T12:01:00.000Z"
+        assert call(simulator, "GET", simulator.session_url(session["session_id"])).status == 200
+        now[0] += timedelta(seconds=61)
+        assert call(simulator, "GET", simulator.session_url(session["session_id"])).status == 404
+
+
+# --------------------------------------------------------------------------- test API: faults
+
+
+def test_a_scripted_429_answers_once_with_the_given_headers(simulator: KlarnaSimulator) -> None:
+    session_url = simulator.session_url(simulator.add_session()["session_id"])
+    headers = rate_limit_headers(limit=50, reset=2) | {"Retry-After": "2"}
+    simulator.fail_next("GET", SESSIONS_PATH + "/", status=429, headers=headers)
+
+    limited = call(simulator, "GET", session_url)
+    assert_klarna_error(limited, 429, "TOO_MANY_REQUESTS")
+    assert {name: limited.headers[name] for name in headers} == headers
+    assert call(simulator, "GET", session_url).status == 200  # times=1: used up
+    assert simulator.faults == []
+
+
+def test_scripted_faults_match_method_and_path_and_send_any_body(simulator: KlarnaSimulator) -> None:
+    session_url = simulator.session_url(simulator.add_session()["session_id"])
+    fault = simulator.fail_next("DELETE", session_url, status=503, times=2)  # a full URL counts by its path
+    assert call(simulator, "GET", session_url).status == 200  # another method: untouched
+    assert [call(simulator, "DELETE", session_url).status for _ in range(2)] == [503, 503]
+    assert fault.hits == 2
+    assert call(simulator, "DELETE", session_url).status == 204
+
+    simulator.fail_next(None, None, status=200, body=b"<html>not json</html>")
+    garbage = call(simulator, "GET", session_url)
+    assert (garbage.status, garbage.data, garbage.headers["Content-Type"]) == (
+        200,
+        b"<html>not json</html>",
+        "application/json",
+    )
+    simulator.fail_next("GET", None, status=502, body={"custom": True}, headers={"X-Test": "1"})
+    custom = call(simulator, "GET", session_url)
+    assert (custom.status, custom.json(), custom.headers["X-Test"]) == (502, {"custom": True}, "1")
+    assert_klarna_error(call(simulator, "GET", simulator.session_url("nope")), 404, "NOT_FOUND")
+
+
+def test_fail_always_lasts_until_removed_or_cleared(simulator: KlarnaSimulator) -> None:
+    session_url = simulator.session_url(simulator.add_session()["session_id"])
+    fault = simulator.fail_always("GET", SESSIONS_PATH, status=500)
+    for _ in range(3):
+        assert_klarna_error(call(simulator, "GET", session_url), 500, "INTERNAL_SERVER_ERROR")
+    simulator.remove_fault(fault)
+    assert call(simulator, "GET", session_url).status == 200
+
+    simulator.fail_always(None, None, status=503)
+    assert call(simulator, "POST", SESSIONS_PATH, {"payment_session_url": KP_URL}).status == 503
+    assert simulator.session_ids() == [session_url.rsplit("/", 1)[-1]], "a scripted answer does nothing else"
+    simulator.clear_faults()
+    assert call(simulator, "GET", session_url).status == 200
+
+
+def test_a_dropped_connection_gets_no_answer(simulator: KlarnaSimulator) -> None:
+    session_url = simulator.session_url(simulator.add_session()["session_id"])
+    simulator.fail_next("GET", None, disconnect=True)
+    with pytest.raises(urllib3.exceptions.ProtocolError):
+        call(simulator, "GET", session_url)
+    assert simulator.requests[-1].response_status is None
+    assert call(simulator, "GET", session_url).status == 200
+
+
+def test_a_late_answer_times_the_client_out_without_holding_up_other_requests(
+    simulator: KlarnaSimulator,
+) -> None:
+    session_url = simulator.session_url(simulator.add_session()["session_id"])
+    simulator.fail_next("GET", None, status=None, delay=3.0)  # status=None: Klarna's answer, but late
+    with pytest.raises(urllib3.exceptions.ReadTimeoutError):
+        call(simulator, "GET", session_url, timeout=0.2)
+    # Answered while the late one is still waiting (its status is not recorded yet).
+    assert call(simulator, "GET", session_url).status == 200
+    late, answered = simulator.requests
+    assert (late.response_status, answered.response_status) == (None, 200)
+    deadline = time.monotonic() + 10
+    while late.response_status is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert late.response_status == 200, "the late answer was still Klarna's"
+
+
+def test_a_delay_for_every_request_is_a_slow_klarna(simulator: KlarnaSimulator) -> None:
+    session_url = simulator.session_url(simulator.add_session()["session_id"])
+    simulator.fail_always(None, None, status=None, delay=0.2)
+    started = time.monotonic()
+    assert call(simulator, "GET", session_url).status == 200
+    assert call(simulator, "GET", f"{SESSIONS_PATH}/nope").status == 404
+    assert time.monotonic() - started >= 0.4  # a lower bound the simulator imposed
+
+
+# ---------------------------------------------------------------------- test API: request log
+
+
+def test_the_merchant_apis_requests_are_recorded_with_what_was_sent(simulator: KlarnaSimulator) -> None:
+    before = datetime.now(UTC)
+    created = create(simulator, "https://hooks.example/x")
+    call(simulator, "GET", f"{SESSIONS_PATH}/abc?probe=1&probe=2", auth=False)
+    call(simulator, "GET", created["redirect_url"], auth=False)  # the consumer's page: not the merchant
+    control(simulator, "GET", "config")
+
+    first, second = simulator.requests
+    assert (first.method, first.path, first.response_status, first.authorized) == (
+        "POST",
+        SESSIONS_PATH,
+        201,
+        True,
+    )
+    assert first.json["merchant_urls"]["status_update"] == "https://hooks.example/x"
+    assert json.loads(first.body) == first.json
+    assert first.header("Authorization") == simulator.auth_header()["Authorization"]
+    assert first.header("content-type") == "application/json"
+    assert before <= first.received_at <= second.received_at
+    assert first.monotonic <= second.monotonic
+    assert (second.method, second.path, second.query) == (
+        "GET",
+        f"{SESSIONS_PATH}/abc",
+        {"probe": ["1", "2"]},
+    )
+    assert (second.json, second.body, second.authorized, second.response_status) == (None, b"", False, 401)
+
+
+def test_the_request_log_filters_waits_and_clears(simulator: KlarnaSimulator) -> None:
+    session_url = create(simulator)["session_url"]
+    call(simulator, "GET", session_url)
+    assert [r.method for r in simulator.requests_to("GET", SESSIONS_PATH)] == ["GET"]
+    assert [r.method for r in simulator.requests_to(path_prefix=session_url)] == ["GET"]
+    assert len(simulator.wait_for_requests(2, timeout=1)) == 2
+    with pytest.raises(TimeoutError):
+        simulator.wait_for_requests(3, timeout=0.1)
+    simulator.clear_requests()
+    assert simulator.requests == []
+
+
+def test_rate_limits_can_be_turned_down_and_back_up_while_running(simulator: KlarnaSimulator) -> None:
+    session_url = create(simulator)["session_url"]
+    simulator.set_rate_limits(other=1)
+    statuses = [call(simulator, "GET", session_url).status for _ in range(4)]
+    assert 429 in statuses and statuses[0] == 200
+    limited = next(r for r in simulator.requests if r.response_status == 429)
+    assert limited.authorized
+    simulator.set_rate_limits()
+    assert [call(simulator, "GET", session_url).status for _ in range(10)] == [200] * 10
+
+
+# ---------------------------------------------------------------------- test API over HTTP
+
+
+def test_the_control_api_seeds_scripts_and_shows_the_request_log(simulator: KlarnaSimulator) -> None:
+    seeded = control(simulator, "POST", "sessions", {"session_id": "s-1", "status": "BACK"})
+    assert (seeded.status, seeded.json()["status"]) == (201, "BACK")
+    assert control(simulator, "POST", "sessions", {"status": 5}).status == 400
+    assert control(simulator, "POST", "faults", {"method": "GET", "status": 503, "times": 2}).status == 201
+    assert control(simulator, "POST", "faults", {"colour": "red"}).status == 400
+    assert [call(simulator, "GET", simulator.session_url("s-1")).status for _ in range(3)] == [503, 503, 200]
+
+    logged = control(simulator, "GET", "requests?method=GET").json()["requests"]
+    assert [r["response_status"] for r in logged] == [503, 503, 200]
+    assert logged[0]["headers"]["authorization"] == simulator.auth_header()["Authorization"]
+    assert control(simulator, "DELETE", "requests").status == 204
+    assert control(simulator, "GET", "requests").json() == {"requests": []}
+
+    control(simulator, "POST", "faults", {"status": 500})
+    assert control(simulator, "DELETE", "faults").status == 204
+    assert simulator.faults == []
+    assert control(simulator, "DELETE", "sessions/s-1").status == 204
+    assert call(simulator, "GET", simulator.session_url("s-1")).status == 404
+    assert control(simulator, "DELETE", "sessions/s-1").status == 404
+
+
+def test_the_control_api_runs_klarnas_clock_ahead(simulator: KlarnaSimulator) -> None:
+    answer = control(simulator, "POST", "clock", {"offset_seconds": 7200})
+    assert (answer.status, answer.json()["offset_seconds"]) == (200, 7200.0)
+    assert simulator.add_session()["updated_at"] > format_in(hours=1, minutes=59)
+    assert control(simulator, "POST", "clock", {"offset_seconds": "soon"}).status == 400
+
+
+# ------------------------------------------------------------------------------------ lifecycle
+
+
+def test_stop_is_prompt_while_a_late_answer_is_pending() -> None:
+    simulator = KlarnaSimulator(MANUAL).start()
+    session_url = simulator.session_url(simulator.add_session()["session_id"])
+    simulator.fail_next("GET", None, status=None, delay=30)
+    outcome: list[object] = []
+
+    def slow_call() -> None:
+        pool = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=2.0, read=60.0))
+        try:
+            outcome.append(pool.request("GET", session_url, headers=simulator.auth_header()).status)
+        except urllib3.exceptions.HTTPError as error:
+            outcome.append(error)
+
+    client = threading.Thread(target=slow_call, daemon=True)
+    client.start()
+    simulator.wait_for_requests(1, "GET", timeout=5)
+    started = time.monotonic()
+    simulator.stop()
+    assert time.monotonic() - started < 10, "stop did not wait out the 30 s delay"
+    client.join(timeout=10)
+    assert not client.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], urllib3.exceptions.HTTPError)  # never answered
+    assert simulator.errors == []
+    simulator.stop()  # again: nothing happens
+
+
+def test_an_idle_keep_alive_connection_does_not_hold_up_stop() -> None:
+    simulator = KlarnaSimulator(MANUAL).start()
+    url = simulator.session_url(simulator.add_session()["session_id"])
+    pool = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(total=5))
+    for _ in range(3):  # one pooled keep-alive connection, idle afterwards
+        assert pool.request("GET", url, headers=simulator.auth_header()).status == 200
+    started = time.monotonic()
+    simulator.stop()
+    assert time.monotonic() - started < 10, "stop did not wait for the 60 s idle timeout"
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        pool.request("GET", url, headers=simulator.auth_header())
+
+
+def test_a_failure_inside_the_simulator_is_kept_in_errors_and_answered_as_klarnas_500(
+    simulator: KlarnaSimulator,
+) -> None:
+    session_id = simulator.add_session(customer=object())["session_id"]  # a field JSON cannot carry
+    assert_klarna_error(
+        call(simulator, "GET", simulator.session_url(session_id)), 500, "INTERNAL_SERVER_ERROR"
+    )
+    (error,) = simulator.errors
+    assert isinstance(error, TypeError)
+    simulator.errors.clear()
+
+
+def test_concurrent_creates_are_all_stored() -> None:
+    pool = urllib3.PoolManager(retries=False, maxsize=8, timeout=5.0)
+    results: list[int] = []
+    lock = threading.Lock()
+    with KlarnaSimulator(replace(MANUAL, create_rate_limit=1000)) as simulator:
+
+        def worker() -> None:
+            for _ in range(5):
+                response = pool.request(
+                    "POST",
+                    simulator.url + SESSIONS_PATH,
+                    json={"payment_session_url": KP_URL},
+                    headers=simulator.auth_header(),
+                )
+                with lock:
+                    results.append(response.status)
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert results == [201] * 40
+        assert len(set(simulator.session_ids())) == 40
+        assert len(simulator.requests) == 40
+        assert simulator.errors == []

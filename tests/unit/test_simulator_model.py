@@ -1,11 +1,14 @@
-"""The Klarna simulator's model, without HTTP: seeded journeys, chaos profiles, its clock."""
+"""The Klarna simulator's model, without HTTP: seeded journeys, chaos profiles, its clock, and its
+in-process pool (Klarna's API served in memory, for unit tests)."""
 
 from datetime import timedelta
 
 import pytest
+import urllib3
 
+from local.klarna_simulator import IN_PROCESS_URL, KlarnaSimulator, SimulatorConfig
 from local.klarna_simulator.chaos import CHAOS_PROFILES, ChaosProfile, chaos_profile
-from local.klarna_simulator.clock import MonotonicClock, format_timestamp
+from local.klarna_simulator.clock import SimulatorClock, format_timestamp
 from local.klarna_simulator.journeys import MERCHANT_DISABLE, JourneyModel, Outcome, session_rng
 
 THINK = (0.5, 3.0)
@@ -79,7 +82,7 @@ def test_chaos_overrides_parse_command_line_values_and_reject_nonsense():
 
 
 def test_the_clock_gives_strictly_later_times_even_within_one_millisecond():
-    clock = MonotonicClock()
+    clock = SimulatorClock()
     first = clock.now()
     later = [clock.after(first)]
     for _ in range(50):
@@ -89,7 +92,32 @@ def test_the_clock_gives_strictly_later_times_even_within_one_millisecond():
 
 
 def test_timestamps_are_klarnas_form():
-    stamp = format_timestamp(MonotonicClock().now())
+    stamp = format_timestamp(SimulatorClock().now())
     assert len(stamp) == len("2019-05-13T14:54:04.675Z")
     assert stamp.endswith("Z")
     assert stamp[19] == "."
+
+
+def test_the_in_process_pool_serves_klarnas_api_without_a_socket():
+    simulator = KlarnaSimulator(SimulatorConfig(journeys="manual"))  # never started
+    pool, auth = simulator.in_process_pool(), simulator.auth_header()
+    body = {"payment_session_url": "https://api.playground.klarna.com/payments/v1/sessions/1"}
+    created = pool.request("POST", f"{simulator.url}/hpp/v1/sessions", json=body, headers=auth)
+    assert created.status == 201
+    session_url = created.json()["session_url"]
+    assert session_url.startswith(IN_PROCESS_URL)
+
+    read = pool.request("GET", session_url, headers=auth)
+    assert (read.status, read.headers["Content-Type"], read.json()["status"]) == (
+        200,
+        "application/json",
+        "WAITING",
+    )
+    assert read.headers["Klarna-Correlation-Id"]
+    assert pool.request("GET", session_url).status == 401
+    simulator.fail_next("GET", None, disconnect=True)
+    with pytest.raises(urllib3.exceptions.ProtocolError):
+        pool.request("GET", session_url, headers=auth)
+    with pytest.raises(urllib3.exceptions.ProtocolError, match="serves"):
+        pool.request("GET", "https://api.klarna.com/hpp/v1/sessions/x", headers=auth)
+    assert [request.response_status for request in simulator.requests] == [201, 200, 401, None]
