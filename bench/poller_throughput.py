@@ -1,6 +1,6 @@
 """Poller benchmarks (run by `make bench`; they print ratios and never fail a build).
 
-1. Throughput against a fake Klarna answering in 50 ms, as a ratio of the bound
+1. Throughput against the Klarna simulator answering in 50 ms, as a ratio of the bound
    min(concurrency / latency, rate cap): once where the rate cap binds (the defaults: 10 workers, 20/s)
    and once where the worker count binds (10 workers, no practical cap).
 2. Cost follows the work, not the table: the time of a run over 1,000 due sessions in a table of
@@ -20,12 +20,13 @@ from typing import Any
 import urllib3
 from botocore.config import Config
 
-from hpp_core.klarna import KlarnaClient, KlarnaCredentials
+from hpp_core.klarna import KlarnaClient
 from hpp_core.poller import PollPolicy, PollRunReport, run_poll
 from hpp_core.repository import SessionRepository, poll_shard, to_item
 from hpp_core.timestamps import format_timestamp, to_epoch_millis, utc_now
+from local.klarna_simulator import KlarnaSimulator
 from tests.support.dynamodb_local import DynamoDBLocal
-from tests.support.fake_klarna import FakeKlarna
+from tests.support.klarna import klarna_client, simulated_klarna
 from tests.support.template import create_table
 
 LATENCY_SECONDS = 0.05
@@ -37,10 +38,14 @@ REPEATS = 4
 SHARDS = 8
 
 
-def klarna_client(fake: FakeKlarna, concurrency: int) -> KlarnaClient:
-    credentials = KlarnaCredentials(username=fake.username, password=fake.password)
+def bench_klarna() -> KlarnaSimulator:
+    """The simulator without a practical rate limit: the benchmarks measure the poller, not Klarna's cap."""
+    return simulated_klarna(other_rate_limit=1_000_000)
+
+
+def client_for(simulator: KlarnaSimulator, concurrency: int) -> KlarnaClient:
     pool = urllib3.PoolManager(maxsize=concurrency + 2, retries=False)
-    return KlarnaClient(fake.base_url, lambda: credentials, timeout_seconds=5, pool=pool)
+    return klarna_client(simulator, timeout=5, pool=pool)
 
 
 def row(session_id: str, *, status: str, created: datetime, due_at: datetime | None) -> dict[str, Any]:
@@ -109,16 +114,17 @@ def throughput(server: DynamoDBLocal, *, concurrency: int, rate: float, sessions
     client = server.client(Config(max_pool_connections=concurrency * 2 + 4))
     policy = PollPolicy(concurrency=concurrency, rate_per_second=rate, time_margin_seconds=5)
     best = float("inf")
-    with FakeKlarna(latency=LATENCY_SECONDS) as fake:
-        klarna = klarna_client(fake, concurrency)
+    with bench_klarna() as simulator:
+        simulator.fail_always(None, None, status=None, delay=LATENCY_SECONDS)  # every answer 50 ms late
+        klarna = client_for(simulator, concurrency)
         for _ in range(tries):
             table = new_table(client)
             now = utc_now()
             ids = [str(uuid.uuid4()) for _ in range(sessions)]
             for session_id in ids:
-                fake.add_session(session_id)
+                simulator.add_session(session_id)
             load(client, table, (row(s, status="WAITING", created=now, due_at=now) for s in ids), sessions)
-            fake.clear_requests()
+            simulator.clear_requests()
             repository = SessionRepository(table, client, poll_shards=SHARDS)
             seconds, report = timed_run(repository, klarna, policy, fixed_clock(now))
             assert report.read_from_klarna == sessions, report.summary()
@@ -160,20 +166,20 @@ def table_size(server: DynamoDBLocal) -> None:
     policy = PollPolicy(concurrency=concurrency, rate_per_second=100_000, time_margin_seconds=5)
     times: dict[str, list[float]] = {small: [], big: []}
     scanned: dict[str, list[int]] = {small: [], big: []}
-    with FakeKlarna() as fake:
+    with bench_klarna() as simulator:
         for session_id in due_ids:
-            fake.add_session(session_id, updated_at=created)
-        klarna = klarna_client(fake, concurrency)
+            simulator.add_session(session_id, updated_at=created)
+        klarna = client_for(simulator, concurrency)
         # Each round runs an hour later, when every polled session (next due <= 15 min) is due again.
         for round_number in range(1 + REPEATS):
             moment = utc_now() + timedelta(hours=round_number)
             # Alternate which table goes first, so drift during a round favours neither.
             for table in (small, big) if round_number % 2 else (big, small):
-                fake.clear_requests()  # the fake's request log would grow the process's heap run by run
+                simulator.clear_requests()  # the request log would grow the process's heap run by run
                 repository = SessionRepository(table, client, poll_shards=SHARDS)
                 seconds, report = timed_run(repository, klarna, policy, fixed_clock(moment))
                 assert report.due == DUE_SESSIONS, report.summary()
-                if round_number:  # round 0 warms the JVM, the connections and the fake up
+                if round_number:  # round 0 warms the JVM, the connections and the simulator up
                     times[table].append(seconds)
                     scanned[table].append(report.index_items_read)
     small_time, big_time = min(times[small]), min(times[big])

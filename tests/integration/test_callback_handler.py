@@ -1,5 +1,5 @@
-"""The callback Lambda, invoked with the events/ samples, on DynamoDB Local and on moto, with Klarna
-faked over real HTTP on 127.0.0.1 and the credentials in (moto's) Secrets Manager."""
+"""The callback Lambda, invoked with the events/ samples, on DynamoDB Local and on moto, with the Klarna
+simulator over real HTTP on 127.0.0.1 and the credentials in (moto's) Secrets Manager."""
 
 import json
 from collections.abc import Iterator
@@ -12,7 +12,7 @@ import pytest
 
 from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.repository import SECRET_HASH, SessionRepository
-from tests.support.fake_klarna import FakeKlarna
+from local.klarna_simulator import KlarnaSimulator
 from tests.support.functions import dynamodb_endpoint, import_function, tracker_environment
 from tests.support.lambda_runtime import LambdaContext, load_event, with_json_body
 
@@ -26,7 +26,7 @@ EXPIRES = datetime(2019, 5, 15, 13, 51, 43, 507000, tzinfo=UTC)
 class Stack:
     handler: ModuleType
     repository: SessionRepository
-    klarna: FakeKlarna
+    klarna: KlarnaSimulator
     dynamodb_calls: list[str]
 
     def invoke(self, event: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The Klarna Read Session client over real HTTP (fake Klarna on 127.0.0.1), with credentials from
+"""The Klarna Read Session client over real HTTP (the Klarna simulator on 127.0.0.1), with credentials from
 Secrets Manager (moto server) through Powertools parameters."""
 
 import json
@@ -22,24 +22,20 @@ from hpp_core.klarna import (
     KlarnaUnavailable,
     secrets_manager_credentials,
 )
-from tests.support.fake_klarna import FakeKlarna
+from local.klarna_simulator import KlarnaSimulator
+from tests.support.klarna import klarna_client, simulated_klarna
 
 SID = "39a1c773-bafd-754d-af1f-b30c592f1267"
 TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
 
 
 @pytest.fixture
-def klarna() -> Iterator[FakeKlarna]:
-    with FakeKlarna() as fake:
-        yield fake
+def klarna() -> Iterator[KlarnaSimulator]:
+    with simulated_klarna() as simulator:
+        yield simulator
 
 
-def client_for(klarna: FakeKlarna, *, password: str | None = None, timeout: float = 1.0) -> KlarnaClient:
-    credentials = KlarnaCredentials(username=klarna.username, password=password or klarna.password)
-    return KlarnaClient(klarna.base_url, lambda: credentials, timeout_seconds=timeout)
-
-
-def test_read_session_parses_klarnas_answer_and_sends_basic_auth(klarna: FakeKlarna) -> None:
+def test_read_session_parses_klarnas_answer_and_sends_basic_auth(klarna: KlarnaSimulator) -> None:
     klarna.add_session(
         SID,
         status="COMPLETED",
@@ -47,7 +43,7 @@ def test_read_session_parses_klarnas_answer_and_sends_basic_auth(klarna: FakeKla
         authorization_token=TOKEN,
         customer={"email": "someone@example.com"},
     )
-    session = client_for(klarna).read_session(SID)
+    session = klarna_client(klarna).read_session(SID)
     assert (session.session_id, session.status) == (SID, "COMPLETED")
     assert session.authorization_token is not None
     assert session.authorization_token.get_secret_value() == TOKEN
@@ -56,9 +52,9 @@ def test_read_session_parses_klarnas_answer_and_sends_basic_auth(klarna: FakeKla
     assert request.path == f"/hpp/v1/sessions/{SID}"
 
 
-def test_session_id_cannot_escape_the_sessions_path(klarna: FakeKlarna) -> None:
+def test_session_id_cannot_escape_the_sessions_path(klarna: KlarnaSimulator) -> None:
     with pytest.raises(KlarnaNotFound):
-        client_for(klarna).read_session("../../payments/v1/authorizations/x")
+        klarna_client(klarna).read_session("../../payments/v1/authorizations/x")
     (request,) = klarna.requests
     assert request.path.startswith("/hpp/v1/sessions/")
     assert "/payments/" not in request.path.removeprefix("/hpp/v1/sessions/").replace("%2F", "")
@@ -80,17 +76,17 @@ def test_session_id_cannot_escape_the_sessions_path(klarna: FakeKlarna) -> None:
     ],
 )
 def test_failures_become_typed_errors(
-    klarna: FakeKlarna, fault: dict[str, Any], error: type[Exception]
+    klarna: KlarnaSimulator, fault: dict[str, Any], error: type[Exception]
 ) -> None:
     klarna.add_session(SID, status="IN_PROGRESS")
     klarna.fail_next("GET", "/hpp/v1/sessions", **fault)
     with pytest.raises(error) as caught:
-        client_for(klarna, timeout=0.5).read_session(SID)
+        klarna_client(klarna, timeout=0.5).read_session(SID)
     if isinstance(caught.value, KlarnaRateLimited):
         assert caught.value.retry_after == 2
 
 
-def test_klarna_error_body_and_correlation_id_are_kept(klarna: FakeKlarna) -> None:
+def test_klarna_error_body_and_correlation_id_are_kept(klarna: KlarnaSimulator) -> None:
     klarna.fail_next(
         "GET",
         "/hpp/v1/sessions",
@@ -100,26 +96,26 @@ def test_klarna_error_body_and_correlation_id_are_kept(klarna: FakeKlarna) -> No
         ),
     )
     with pytest.raises(Exception) as caught:
-        client_for(klarna).read_session(SID)
+        klarna_client(klarna).read_session(SID)
     error: Any = caught.value
     assert (error.http_status, error.error_code, error.correlation_id) == (400, "BAD_VALUE", "corr-1")
     assert error.error_messages == ["Bad value: id"]
     assert "corr-1" in str(error)
 
 
-def test_wrong_credentials_are_an_auth_failure(klarna: FakeKlarna) -> None:
+def test_wrong_credentials_are_an_auth_failure(klarna: KlarnaSimulator) -> None:
     klarna.add_session(SID)
     with pytest.raises(KlarnaAuthFailed):
-        client_for(klarna, password="wrong").read_session(SID)
+        klarna_client(klarna, password="wrong").read_session(SID)
 
 
-def test_answer_for_another_session_is_refused(klarna: FakeKlarna) -> None:
+def test_answer_for_another_session_is_refused(klarna: KlarnaSimulator) -> None:
     other = klarna.add_session("00000000-aaaa-bbbb-cccc-000000000000", status="COMPLETED")
     klarna.fail_next(
         "GET", f"/hpp/v1/sessions/{SID}", status=200, body=json.dumps(klarna.read_body(other["session_id"]))
     )
     with pytest.raises(KlarnaBadResponse, match="different session"):
-        client_for(klarna).read_session(SID)
+        klarna_client(klarna).read_session(SID)
 
 
 class TestCredentialsFromSecretsManager:
@@ -135,11 +131,12 @@ class TestCredentialsFromSecretsManager:
     def create(self, secrets: Any, value: str) -> str:
         return str(secrets.create_secret(Name=f"klarna-{uuid.uuid4().hex[:8]}", SecretString=value)["ARN"])
 
-    def test_credentials_are_read_and_cached(self, secrets: Any, klarna: FakeKlarna) -> None:
-        arn = self.create(secrets, json.dumps({"username": klarna.username, "password": klarna.password}))
+    def test_credentials_are_read_and_cached(self, secrets: Any, klarna: KlarnaSimulator) -> None:
+        config = klarna.config
+        arn = self.create(secrets, json.dumps({"username": config.username, "password": config.password}))
         provider = secrets_manager_credentials(arn, max_age_seconds=300)
         klarna.add_session(SID)
-        client = KlarnaClient(klarna.base_url, provider, timeout_seconds=1)
+        client = KlarnaClient(klarna.url, provider, timeout_seconds=1)
         client.read_session(SID)
         # Rotated in Secrets Manager: the cached value is still used until max_age passes.
         secrets.put_secret_value(SecretId=arn, SecretString=json.dumps({"username": "x", "password": "y"}))

@@ -1,6 +1,6 @@
-"""The reconciliation poller's runs against DynamoDB Local (some also on moto) and Klarna faked over real
-HTTP. Time is a clock the test moves (shared by the repository, the poller and the fake Klarna), except
-where pacing is what is tested: there the fake's recorded arrival times are the evidence."""
+"""The reconciliation poller's runs against DynamoDB Local (some also on moto) and the Klarna simulator
+over real HTTP. Time is a clock the test moves (shared by the repository, the poller and the simulator),
+except where pacing is what is tested: there the simulator's recorded arrival times are the evidence."""
 
 import itertools
 import threading
@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import pytest
 
-from hpp_core.klarna import KlarnaClient, KlarnaCredentials
+from hpp_core.klarna import KlarnaClient
 from hpp_core.models import KlarnaSession, StatusUpdate
 from hpp_core.poller import PollOutcome, PollPolicy, PollRunReport, StopReason, poll_session, run_poll
 from hpp_core.repository import (
@@ -26,7 +26,8 @@ from hpp_core.repository import (
     WriteOutcome,
 )
 from hpp_core.timestamps import format_timestamp, to_epoch_millis, utc_now
-from tests.support.fake_klarna import FakeKlarna, ratelimit_headers
+from local.klarna_simulator import KlarnaSimulator, rate_limit_headers
+from tests.support.klarna import klarna_client, simulated_klarna
 from tests.support.template import create_table
 
 TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
@@ -37,7 +38,7 @@ QUICK = PollPolicy(concurrency=4, rate_per_second=200, time_margin_seconds=2)
 
 
 class Clock:
-    """The time for the repository, the poller and the fake Klarna; moved by the test."""
+    """The time for the repository, the poller and the simulated Klarna; moved by the test."""
 
     def __init__(self, start: datetime) -> None:
         self.now = start
@@ -53,18 +54,15 @@ class Clock:
 @dataclass
 class World:
     repository: SessionRepository
-    fake: FakeKlarna
+    fake: KlarnaSimulator
     clock: Clock
     klarna_timeout: float = 2.0
-    password: str | None = None  # None: the fake's own (right) password
+    password: str | None = None  # None: the simulator's own (right) password
     query_scanned: list[int] = field(default_factory=list)
 
     @property
     def klarna(self) -> KlarnaClient:
-        credentials = KlarnaCredentials(
-            username=self.fake.username, password=self.password or self.fake.password
-        )
-        return KlarnaClient(self.fake.base_url, lambda: credentials, timeout_seconds=self.klarna_timeout)
+        return klarna_client(self.fake, password=self.password, timeout=self.klarna_timeout)
 
     def track(self, session_id: str | None = None, *, status: str = "WAITING", **fields: Any) -> str:
         """A session created through the tracker (WAITING in the table) and known to Klarna."""
@@ -112,7 +110,7 @@ class World:
 
 def make_world(client: Any, table: str) -> Iterator[World]:
     clock = Clock(utc_now().replace(microsecond=0))
-    with FakeKlarna(clock=clock) as fake:
+    with simulated_klarna(clock=clock) as fake:
         repository = SessionRepository(table, client, clock=clock)
         world = World(repository, fake, clock)
         client.meta.events.register(
@@ -157,9 +155,9 @@ def test_sessions_whose_callbacks_were_all_lost_end_in_klarnas_final_state(world
     waiting = world.track()
     world.clock.advance(minutes=5)
     # Klarna moves them on; every callback is lost.
-    world.fake.set_status(completed, "COMPLETED", authorization_token=TOKEN)
-    world.fake.set_status(cancelled, "CANCELLED")
-    world.fake.set_status(ordered, "IN_PROGRESS")
+    world.fake.act(completed, "COMPLETED", authorization_token=TOKEN)
+    world.fake.act(cancelled, "CANCELLED")
+    world.fake.act(ordered, "IN_PROGRESS")
 
     report = world.run()
     assert report.due == 4
@@ -170,10 +168,13 @@ def test_sessions_whose_callbacks_were_all_lost_end_in_klarnas_final_state(world
     for final in (completed, cancelled):
         row = world.row(final)
         assert not POLL_FIELDS & row.keys(), "final: out of the due index"
-        assert (row["last_source"], row["updated_at"]) == ("poller", world.fake.sessions[final]["updated_at"])
+        assert (row["last_source"], row["updated_at"]) == (
+            "poller",
+            world.fake.read_body(final)["updated_at"],
+        )
 
     world.clock.advance(minutes=1)
-    world.fake.set_status(ordered, "COMPLETED", order_id="order-42", klarna_reference="ZQ6P2V8T")
+    world.fake.act(ordered, "COMPLETED", order_id="order-42", klarna_reference="ZQ6P2V8T")
     world.fake.clear_requests()
     world.clock.advance(minutes=2)
     world.run()
@@ -249,7 +250,7 @@ def test_a_completed_callback_during_a_poll_stays_completed(world: World) -> Non
 def test_an_older_callback_after_a_polled_completion_changes_nothing(world: World) -> None:
     session_id = world.track()
     world.clock.advance(minutes=5)
-    world.fake.set_status(session_id, "COMPLETED", authorization_token=TOKEN)
+    world.fake.act(session_id, "COMPLETED", authorization_token=TOKEN)
     world.run()
     late = world.clock.now - timedelta(minutes=2)
     assert world.callback(session_id, "IN_PROGRESS", late) is WriteOutcome.ALREADY_FINAL
@@ -322,7 +323,7 @@ def test_still_not_final_an_hour_after_expiry_is_expired_even_if_klarna_answers(
 def test_404_before_expiry_is_retried_then_parked_until_expiry_then_expired(world: World) -> None:
     session_id = world.track()
     expires_at = datetime.fromisoformat(world.row(session_id)["expires_at"])
-    del world.fake.sessions[session_id]  # Klarna does not know it (yet, or any more)
+    world.fake.forget(session_id)  # Klarna does not know it (yet, or any more)
     outcomes = []
     for _ in range(3):
         world.clock.now = datetime.fromtimestamp(world.row(session_id)[POLL_DUE_AT] / 1000, UTC)
@@ -421,7 +422,7 @@ def test_429_pauses_the_whole_run_for_retry_after_and_halves_its_rate(local_worl
     world = local_world
     sessions = [world.track() for _ in range(12)]
     world.clock.advance(minutes=5)
-    world.fake.fail_next("GET", None, status=429, headers=ratelimit_headers(limit=20, reset=1))
+    world.fake.fail_next("GET", None, status=429, headers=rate_limit_headers(limit=20, reset=1))
     policy = PollPolicy(concurrency=4, rate_per_second=20, time_margin_seconds=2)
     report = world.run(policy)
 
@@ -444,7 +445,7 @@ def test_429_pauses_the_whole_run_for_retry_after_and_halves_its_rate(local_worl
 
 def test_429_from_klarnas_own_limit_is_rare_once_the_run_slows_down(local_world: World) -> None:
     world = local_world
-    world.fake.rate_limit_per_second = 5
+    world.fake.set_rate_limits(other=5)
     sessions = [world.track() for _ in range(20)]
     world.clock.advance(minutes=5)
     report = world.run(PollPolicy(concurrency=4, rate_per_second=20, time_margin_seconds=2))
@@ -455,7 +456,7 @@ def test_429_from_klarnas_own_limit_is_rare_once_the_run_slows_down(local_world:
     assert report.outcomes[PollOutcome.CHANGED] == len(sessions) - len(refused)
     # The next run picks up what was refused.
     world.clock.advance(seconds=1)
-    world.fake.rate_limit_per_second = None
+    world.fake.set_rate_limits()  # back to Klarna's own
     assert world.run().outcomes[PollOutcome.CHANGED] == len(refused)
 
 

@@ -1,5 +1,6 @@
 """The poller Lambda, invoked with the EventBridge Scheduler sample event and a counting-down Lambda
-context, on DynamoDB Local with Klarna faked over real HTTP and credentials in moto's Secrets Manager."""
+context, on DynamoDB Local with the Klarna simulator over real HTTP and credentials in moto's Secrets
+Manager."""
 
 import json
 import uuid
@@ -14,8 +15,9 @@ import pytest
 
 from hpp_core.repository import POLL_ATTEMPTS, POLL_DUE_AT, SessionRepository
 from hpp_core.timestamps import utc_now
-from tests.support.fake_klarna import FakeKlarna
+from local.klarna_simulator import KlarnaSimulator
 from tests.support.functions import import_function, klarna_credentials_secret
+from tests.support.klarna import simulated_klarna
 from tests.support.lambda_runtime import LambdaContext, load_event
 
 TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
@@ -25,7 +27,7 @@ TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
 class Stack:
     handler: ModuleType
     repository: SessionRepository
-    klarna: FakeKlarna
+    klarna: KlarnaSimulator
 
     def invoke(self, context: LambdaContext | None = None, event: Any = None) -> dict[str, Any]:
         event = load_event("poller/scheduled") if event is None else event
@@ -36,7 +38,7 @@ class Stack:
     def track_due(self, status: str = "WAITING", **fields: Any) -> str:
         """A session tracked five minutes ago (so due now), which Klarna has in `status`."""
         session_id = str(uuid.uuid4())
-        session = self.klarna.add_session(session_id, status="WAITING")
+        self.klarna.add_session(session_id, status=status, **fields)
         earlier = SessionRepository(
             self.repository.table_name, self.repository.client, clock=lambda: utc_now() - timedelta(minutes=5)
         )
@@ -46,8 +48,6 @@ class Stack:
             session_url=self.klarna.session_url(session_id),
             callback_secret_hash=None,
         )
-        if status != "WAITING" or fields:
-            self.klarna.set_status(session_id, status, updated_at=session["updated_at"], **fields)
         return session_id
 
     def row(self, session_id: str) -> dict[str, Any]:
@@ -63,12 +63,12 @@ def environment(monkeypatch: pytest.MonkeyPatch, dynamodb_local: Any, moto_serve
     from tests.support.template import create_table
 
     create_table(client, "SessionsTable", table)
-    with FakeKlarna() as klarna:
+    with simulated_klarna() as klarna:
         secrets = boto3.client("secretsmanager", endpoint_url=moto_server.endpoint_url)
         arn = klarna_credentials_secret(moto_server.endpoint_url, klarna)
         env = {
             "TABLE_NAME": table,
-            "KLARNA_API_URL": klarna.base_url,
+            "KLARNA_API_URL": klarna.url,
             "KLARNA_CREDENTIALS_SECRET_ARN": arn,
             "AWS_ENDPOINT_URL": moto_server.endpoint_url,
             "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_local.endpoint_url,

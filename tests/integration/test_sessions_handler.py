@@ -1,5 +1,5 @@
 """The sessions Lambda, invoked with the events/sessions samples, on DynamoDB Local and on moto, with
-Klarna faked over real HTTP on 127.0.0.1 and the credentials in (moto's) Secrets Manager.
+the Klarna simulator over real HTTP on 127.0.0.1 and the credentials in (moto's) Secrets Manager.
 
 Every Klarna failure is checked for its answer and for the table being exactly as before: nothing
 half-written. Costs (Klarna requests, DynamoDB calls) are counted, not timed.
@@ -18,7 +18,7 @@ import pytest
 from hpp_core.callback_secrets import SESSION_ID_PLACEHOLDER, hash_callback_secret
 from hpp_core.repository import POLL_DUE_AT, POLL_SHARD, SECRET_HASH, SessionRepository, from_item
 from hpp_core.timestamps import format_timestamp, parse_timestamp, to_epoch_millis
-from tests.support.fake_klarna import FakeKlarna, klarna_error
+from local.klarna_simulator import KlarnaSimulator
 from tests.support.functions import dynamodb_endpoint, import_function, tracker_environment
 from tests.support.lambda_runtime import LambdaContext, load_event
 from tests.support.openapi import response_errors
@@ -38,7 +38,7 @@ class Stack:
     sessions: ModuleType
     client: Any
     table: str
-    klarna: FakeKlarna
+    klarna: KlarnaSimulator
     dynamodb_calls: list[str] = field(default_factory=list)
 
     def invoke(
@@ -90,7 +90,7 @@ def stack(
         stack = Stack(import_function("sessions"), environment.dynamodb, environment.table, klarna)
         stack.load()
         yield stack
-        assert klarna.errors == [], "the fake Klarna itself failed"
+        assert klarna.errors == [], "the simulated Klarna itself failed"
 
 
 def log_lines(output: str) -> list[dict[str, Any]]:
@@ -101,7 +101,7 @@ def log_lines(output: str) -> list[dict[str, Any]]:
 def created_session_id(stack: Stack) -> str:
     (request,) = stack.klarna.requests_to("POST", SESSIONS_PATH)
     assert request.response_status == 201
-    (session_id,) = [sid for sid, s in stack.klarna.sessions.items() if s.get("payment_session_url")]
+    (session_id,) = stack.klarna.session_ids()
     return session_id
 
 
@@ -135,7 +135,7 @@ def test_create_stores_waiting_with_the_secret_hash_and_sends_klarna_the_tracker
     # The caller gets Klarna's answer as Klarna sent it.
     assert body["session_id"] == session_id
     assert set(body) >= {"session_url", "redirect_url", "qr_code_url", "distribution_url", "expires_at"}
-    assert body["expires_at"] == stack.klarna.sessions[session_id]["expires_at"]
+    assert body["expires_at"] == stack.klarna.read_body(session_id)["expires_at"]
 
     # What Klarna was sent: the caller's body unchanged plus the tracker's status_update URL.
     sent = request.json
@@ -169,7 +169,7 @@ def test_a_callback_to_the_url_klarna_was_given_is_accepted_and_one_with_another
     assert status == 201
     session_id = created_session_id(stack)
     callback = import_function("callback")
-    stack.klarna.set_status(session_id, "IN_PROGRESS")
+    stack.klarna.act(session_id, "IN_PROGRESS", callback=False)  # the test delivers it
     url = stack.klarna.status_update_url(session_id)  # {{session_id}} filled in, as Klarna does
     assert url is not None
 
@@ -473,19 +473,19 @@ def test_disable_records_klarnas_own_disabled(stack: Stack) -> None:
     stack.reset_counts()
     status, body, _ = stack.invoke(load_event("sessions/disable"))
     assert (status, body) == (204, None)
-    assert stack.klarna.sessions[SID]["status"] == "DISABLED"
+    assert stack.klarna.read_body(SID)["status"] == "DISABLED"
     assert [r.method for r in stack.klarna.requests] == ["DELETE", "GET"]
     assert stack.dynamodb_calls == ["GetItem", "UpdateItem"]
     row = stack.row()
     assert row is not None
     assert row["status"] == "DISABLED"
-    assert row["updated_at"] == stack.klarna.sessions[SID]["updated_at"], "Klarna's time, not the tracker's"
+    assert row["updated_at"] == stack.klarna.read_body(SID)["updated_at"], "Klarna's time, not the tracker's"
     assert POLL_SHARD not in row, "final: out of the poller's index"
 
 
 def klarna_ahead(stack: Stack, hours: int = 2) -> None:
     """Klarna's clock runs ahead of the tracker's: its updated_at values are 'in the future'."""
-    stack.klarna.clock = lambda: datetime.now(UTC) + timedelta(hours=hours)
+    stack.klarna.clock.offset = timedelta(hours=hours)
 
 
 def test_disable_when_klarnas_clock_is_ahead_is_still_recorded(stack: Stack) -> None:
@@ -496,7 +496,7 @@ def test_disable_when_klarnas_clock_is_ahead_is_still_recorded(stack: Stack) -> 
     assert status == 204
     row = stack.row()
     assert row is not None
-    assert (row["status"], row["updated_at"]) == ("DISABLED", stack.klarna.sessions[SID]["updated_at"])
+    assert (row["status"], row["updated_at"]) == ("DISABLED", stack.klarna.read_body(SID)["updated_at"])
 
 
 @pytest.mark.parametrize("read_back", ["unavailable", "lagging"])
@@ -526,7 +526,7 @@ def test_disable_when_the_read_back_fails_or_lags_stamps_disabled_after_what_the
 def test_disable_of_a_session_completed_at_klarna_is_409_and_records_the_completion(stack: Stack) -> None:
     stack.klarna.add_session(SID, status="IN_PROGRESS")
     stack.invoke(load_event("sessions/track"))
-    stack.klarna.set_status(SID, "COMPLETED", authorization_token=TOKEN)
+    stack.klarna.act(SID, "COMPLETED", authorization_token=TOKEN)
     status, body, _ = stack.invoke(load_event("sessions/disable"))
     assert (status, body["error"]["code"]) == (409, "conflict")
     assert "COMPLETED" in body["error"]["message"]
@@ -596,7 +596,11 @@ def test_klarna_failing_for_good_on_disable_is_mapped_and_changes_nothing(
 
 
 def test_klarna_error_bodies_are_passed_on_without_request_data(stack: Stack) -> None:
-    error = klarna_error("BAD_VALUE", "Bad value: options.purchase_type")
+    error = {
+        "error_code": "BAD_VALUE",
+        "error_messages": ["Bad value: options.purchase_type"],
+        "correlation_id": "6f1d0c1e-8a5b-4c2d-9e3f-0a1b2c3d4e5f",
+    }
     stack.klarna.fail_next("POST", SESSIONS_PATH, status=400, body=error)
     status, body, _ = stack.invoke(load_event("sessions/create"))
     assert status == 400

@@ -14,7 +14,8 @@ import boto3
 import pytest
 
 from hpp_core.settings import clear_settings_cache
-from tests.support.fake_klarna import FakeKlarna
+from local.klarna_simulator import KlarnaSimulator
+from tests.support.klarna import simulated_klarna
 from tests.support.template import create_table
 
 
@@ -31,24 +32,24 @@ def import_function(name: str) -> ModuleType:
     return module
 
 
-def klarna_credentials_secret(secrets_endpoint_url: str, klarna: FakeKlarna) -> str:
-    """A Secrets Manager secret holding the fake Klarna's credentials, as the template expects; its ARN."""
+def klarna_credentials_secret(secrets_endpoint_url: str, klarna: KlarnaSimulator) -> str:
+    """A Secrets Manager secret with the simulated Klarna's credentials, as the template expects; its ARN."""
     secrets = boto3.client("secretsmanager", endpoint_url=secrets_endpoint_url)
     return str(
         secrets.create_secret(
             Name=f"klarna-{uuid.uuid4().hex[:8]}",
-            SecretString=json.dumps({"username": klarna.username, "password": klarna.password}),
+            SecretString=json.dumps({"username": klarna.config.username, "password": klarna.config.password}),
         )["ARN"]
     )
 
 
 @dataclass(frozen=True)
 class TrackerEnvironment:
-    """What a function under test talks to: a sessions table, the fake Klarna, its credentials secret."""
+    """What a function under test talks to: a sessions table, the simulated Klarna, its credentials secret."""
 
     dynamodb: Any
     table: str
-    klarna: FakeKlarna
+    klarna: KlarnaSimulator
 
 
 def dynamodb_endpoint(request: pytest.FixtureRequest, moto_server: Any) -> str:
@@ -62,15 +63,15 @@ def dynamodb_endpoint(request: pytest.FixtureRequest, moto_server: Any) -> str:
 def tracker_environment(
     monkeypatch: pytest.MonkeyPatch, *, dynamodb_endpoint_url: str, moto_endpoint_url: str, service: str
 ) -> Iterator[TrackerEnvironment]:
-    """A fresh table (as template.yaml defines it) and a fake Klarna, with the environment variables a
+    """A fresh table (as template.yaml defines it) and a simulated Klarna, with the environment variables a
     function reads pointing at them; the table is deleted afterwards."""
     client = boto3.client("dynamodb", endpoint_url=dynamodb_endpoint_url)
     table = f"sessions-{uuid.uuid4().hex[:12]}"
     create_table(client, "SessionsTable", table)
-    with FakeKlarna() as klarna:
+    with simulated_klarna() as klarna:
         environment = {
             "TABLE_NAME": table,
-            "KLARNA_API_URL": klarna.base_url,
+            "KLARNA_API_URL": klarna.url,
             "KLARNA_CREDENTIALS_SECRET_ARN": klarna_credentials_secret(moto_endpoint_url, klarna),
             "AWS_ENDPOINT_URL": moto_endpoint_url,
             "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_endpoint_url,
