@@ -1,4 +1,5 @@
-"""The callback decision logic with in-memory fakes for the store and Klarna (no I/O)."""
+"""The callback decision logic with an in-memory fake store and the Klarna simulator served in memory
+(no I/O): the tracker's own KlarnaClient talks to the same Klarna as the integration tests."""
 
 import json
 from dataclasses import dataclass, field
@@ -9,9 +10,11 @@ import pytest
 from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.callbacks import handle_callback, parse_callback_body
 from hpp_core.errors import BadRequest, DependencyError, Forbidden, NotFound, PayloadTooLarge
-from hpp_core.klarna import KlarnaNotFound, KlarnaRejected, KlarnaUnavailable
-from hpp_core.models import KlarnaSession, StatusUpdate
+from hpp_core.klarna import KlarnaClient, KlarnaUnavailable
+from hpp_core.models import StatusUpdate
 from hpp_core.repository import SECRET_HASH, WriteOutcome, WriteResult
+from local.klarna_simulator import KlarnaSimulator
+from tests.support.klarna import in_memory_klarna_client, simulated_klarna
 
 SID = "39a1c773-bafd-754d-af1f-b30c592f1267"
 SECRET = "s3cret-value-for-tests-0000000000000"
@@ -40,21 +43,23 @@ class FakeStore:
         return self.item
 
 
-@dataclass
-class FakeKlarna:
-    answer: KlarnaSession | Exception | None = None
-    reads: list[str] = field(default_factory=list)
-
-    def read_session(self, session_id: str) -> KlarnaSession:
-        self.reads.append(session_id)
-        if isinstance(self.answer, Exception):
-            raise self.answer
-        assert self.answer is not None
-        return self.answer
+@pytest.fixture
+def simulator() -> KlarnaSimulator:
+    """Klarna, never started: served in memory through `klarna`."""
+    return simulated_klarna()
 
 
-def klarna_says(status: str) -> KlarnaSession:
-    return KlarnaSession(session_id=SID, status=status, updated_at="2019-05-13T14:55:00Z")  # type: ignore[arg-type]
+@pytest.fixture
+def klarna(simulator: KlarnaSimulator) -> KlarnaClient:
+    return in_memory_klarna_client(simulator)
+
+
+def klarna_says(simulator: KlarnaSimulator, status: str, **fields: Any) -> None:
+    simulator.add_session(SID, status=status, updated_at="2019-05-13T14:55:00Z", **fields)
+
+
+def klarna_reads(simulator: KlarnaSimulator) -> list[str]:
+    return [request.path.rsplit("/", 1)[-1] for request in simulator.requests_to("GET")]
 
 
 def query(secret: str | None = SECRET, session_id: str | None = SID) -> dict[str, str]:
@@ -66,8 +71,10 @@ def query(secret: str | None = SECRET, session_id: str | None = SID) -> dict[str
     return q
 
 
-def test_normal_path_is_one_conditional_write_with_the_secret_hash_and_no_klarna_call() -> None:
-    store, klarna = FakeStore(), FakeKlarna()
+def test_normal_path_is_one_conditional_write_with_the_secret_hash_and_no_klarna_call(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    store = FakeStore()
     result = handle_callback(query(), body(), store=store, klarna=klarna)
     assert (result.outcome, result.source) == ("applied", "callback")
     assert len(store.writes) == 1
@@ -75,25 +82,29 @@ def test_normal_path_is_one_conditional_write_with_the_secret_hash_and_no_klarna
     assert presented == hash_callback_secret(SECRET)
     assert update.source == "callback"
     assert update.event_id == "e1"
-    assert klarna.reads == []
+    assert simulator.requests == []
 
 
 @pytest.mark.parametrize("outcome", [WriteOutcome.STALE, WriteOutcome.DUPLICATE, WriteOutcome.ALREADY_FINAL])
-def test_stale_duplicate_and_post_final_are_accepted(outcome: WriteOutcome) -> None:
-    result = handle_callback(query(), body(), store=FakeStore(outcome), klarna=FakeKlarna())
+def test_stale_duplicate_and_post_final_are_accepted(outcome: WriteOutcome, klarna: KlarnaClient) -> None:
+    result = handle_callback(query(), body(), store=FakeStore(outcome), klarna=klarna)
     assert result.outcome == outcome.value
 
 
-def test_wrong_secret_is_forbidden_and_klarna_is_not_asked() -> None:
-    klarna = FakeKlarna()
+def test_wrong_secret_is_forbidden_and_klarna_is_not_asked(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
     with pytest.raises(Forbidden):
         handle_callback(query(), body(), store=FakeStore(WriteOutcome.SECRET_MISMATCH), klarna=klarna)
-    assert klarna.reads == []
+    assert simulator.requests == []
 
 
 @pytest.mark.parametrize("outcome", [WriteOutcome.UNKNOWN_SESSION, WriteOutcome.NO_SECRET_ON_FILE])
-def test_unverifiable_callbacks_are_settled_by_klarnas_answer_not_the_body(outcome: WriteOutcome) -> None:
-    store, klarna = FakeStore(outcome), FakeKlarna(klarna_says("FAILED"))
+def test_unverifiable_callbacks_are_settled_by_klarnas_answer_not_the_body(
+    outcome: WriteOutcome, simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    store = FakeStore(outcome)
+    klarna_says(simulator, "FAILED")
     result = handle_callback(
         query(), body("COMPLETED", authorization_token="forged"), store=store, klarna=klarna
     )
@@ -104,57 +115,64 @@ def test_unverifiable_callbacks_are_settled_by_klarnas_answer_not_the_body(outco
     assert recorded.source == "klarna_read"
 
 
-def test_unknown_session_that_klarna_does_not_know_is_404() -> None:
+def test_unknown_session_that_klarna_does_not_know_is_404(klarna: KlarnaClient) -> None:
     store = FakeStore(WriteOutcome.UNKNOWN_SESSION)
     with pytest.raises(NotFound):
-        handle_callback(
-            query(), body(), store=store, klarna=FakeKlarna(KlarnaNotFound("gone", http_status=404))
-        )
+        handle_callback(query(), body(), store=store, klarna=klarna)
     assert len(store.writes) == 1, "only the refused callback write; nothing stored after Klarna's 404"
 
 
-def test_known_session_that_klarna_has_forgotten_is_acknowledged_without_a_write() -> None:
+def test_known_session_that_klarna_has_forgotten_is_acknowledged_without_a_write(
+    klarna: KlarnaClient,
+) -> None:
     store = FakeStore(item={"session_id": SID})
-    result = handle_callback(
-        query(), "", store=store, klarna=FakeKlarna(KlarnaNotFound("gone", http_status=404))
-    )
+    result = handle_callback(query(), "", store=store, klarna=klarna)
     assert result.outcome == "klarna_not_found"
     assert store.writes == []
 
 
-def test_klarna_failure_propagates_so_the_caller_answers_5xx() -> None:
+def test_klarna_failure_propagates_so_the_caller_answers_5xx(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
     store = FakeStore(WriteOutcome.UNKNOWN_SESSION)
+    simulator.fail_always("GET", None, status=503)
     with pytest.raises(KlarnaUnavailable):
-        handle_callback(query(), body(), store=store, klarna=FakeKlarna(KlarnaUnavailable("down")))
+        handle_callback(query(), body(), store=store, klarna=klarna)
 
 
 @pytest.mark.parametrize("raw", [None, "", "   \n", b"", "not json {", b"\xff\xfe\x00garbage"])
-def test_empty_or_unparsable_body_with_a_valid_secret_reads_klarna(raw: str | bytes | None) -> None:
+def test_empty_or_unparsable_body_with_a_valid_secret_reads_klarna(
+    raw: str | bytes | None, simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
     store = FakeStore(item={"session_id": SID, SECRET_HASH: hash_callback_secret(SECRET)})
-    klarna = FakeKlarna(klarna_says("IN_PROGRESS"))
+    klarna_says(simulator, "IN_PROGRESS")
     result = handle_callback(query(), raw, store=store, klarna=klarna)
     assert result.source == "klarna_read"
-    assert klarna.reads == [SID]
+    assert klarna_reads(simulator) == [SID]
 
 
-def test_empty_body_with_a_wrong_secret_is_forbidden_before_any_klarna_call() -> None:
+def test_empty_body_with_a_wrong_secret_is_forbidden_before_any_klarna_call(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
     store = FakeStore(item={"session_id": SID, SECRET_HASH: hash_callback_secret(SECRET)})
-    klarna = FakeKlarna(klarna_says("IN_PROGRESS"))
+    klarna_says(simulator, "IN_PROGRESS")
     with pytest.raises(Forbidden):
         handle_callback(query(secret="wrong"), "", store=store, klarna=klarna)
-    assert klarna.reads == []
+    assert simulator.requests == []
 
 
-def test_missing_secret_on_a_session_with_one_on_file_is_forbidden() -> None:
+def test_missing_secret_on_a_session_with_one_on_file_is_forbidden(klarna: KlarnaClient) -> None:
     store = FakeStore(item={"session_id": SID, SECRET_HASH: hash_callback_secret(SECRET)})
     with pytest.raises(Forbidden, match="secret"):
-        handle_callback(query(secret=None), body(), store=store, klarna=FakeKlarna())
+        handle_callback(query(secret=None), body(), store=store, klarna=klarna)
     assert store.writes == []
 
 
-def test_missing_secret_on_an_unknown_session_is_settled_by_klarna() -> None:
+def test_missing_secret_on_an_unknown_session_is_settled_by_klarna(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
     store = FakeStore(item=None)
-    klarna = FakeKlarna(klarna_says("WAITING"))
+    klarna_says(simulator, "WAITING")
     assert handle_callback(query(secret=None), body(), store=store, klarna=klarna).source == "klarna_read"
 
 
@@ -171,12 +189,14 @@ def test_missing_secret_on_an_unknown_session_is_settled_by_klarna() -> None:
         (query(secret="x" * 1000), body(), "too long"),
     ],
 )
-def test_malformed_requests_are_400_and_write_nothing(q: dict[str, str], raw: str, message: str) -> None:
-    store, klarna = FakeStore(), FakeKlarna()
+def test_malformed_requests_are_400_and_write_nothing(
+    q: dict[str, str], raw: str, message: str, simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    store = FakeStore()
     with pytest.raises(BadRequest, match=message):
         handle_callback(q, raw, store=store, klarna=klarna)
     assert store.writes == []
-    assert klarna.reads == []
+    assert simulator.requests == []
 
 
 def test_bad_field_types_name_the_field() -> None:
@@ -191,16 +211,11 @@ def test_oversize_body_is_refused() -> None:
         parse_callback_body("x" * (64 * 1024 + 1))
 
 
-def test_completed_without_token_or_order_id_is_settled_by_klarna_after_the_secret_check() -> None:
+def test_completed_without_token_or_order_id_is_settled_by_klarna_after_the_secret_check(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
     store = FakeStore(item={"session_id": SID, SECRET_HASH: hash_callback_secret(SECRET)})
-    klarna = FakeKlarna(
-        KlarnaSession(
-            session_id=SID,
-            status="COMPLETED",
-            updated_at="2019-05-13T14:55:00Z",  # type: ignore[arg-type]
-            authorization_token="from-klarna",  # type: ignore[arg-type]
-        )
-    )
+    klarna_says(simulator, "COMPLETED", authorization_token="from-klarna")
     result = handle_callback(query(), body("COMPLETED"), store=store, klarna=klarna)
     assert result.source == "klarna_read"
     recorded, presented = store.writes[-1]
@@ -211,11 +226,13 @@ def test_completed_without_token_or_order_id_is_settled_by_klarna_after_the_secr
         handle_callback(query(secret="wrong"), body("COMPLETED"), store=store, klarna=klarna)
 
 
-def test_klarna_refusing_the_trackers_read_is_a_5xx_not_a_4xx_to_klarna() -> None:
+def test_klarna_refusing_the_trackers_read_is_a_5xx_not_a_4xx_to_klarna(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
     # A 4xx would tell Klarna its callback was malformed and could stop its retries.
     store = FakeStore(WriteOutcome.UNKNOWN_SESSION)
-    rejected = KlarnaRejected("refused", http_status=422, error_code="UNPROCESSABLE")
+    simulator.fail_next("GET", None, status=422)
     with pytest.raises(DependencyError) as caught:
-        handle_callback(query(), body(), store=store, klarna=FakeKlarna(rejected))
+        handle_callback(query(), body(), store=store, klarna=klarna)
     assert caught.value.status_code >= 500
     assert len(store.writes) == 1, "nothing recorded after the refused read"

@@ -1,4 +1,5 @@
-"""The sessions API's decisions with in-memory fakes for Klarna and the store (no I/O)."""
+"""The sessions API's decisions with an in-memory fake store and the Klarna simulator served in memory
+(no I/O): the tracker's own KlarnaClient talks to the same Klarna as the integration tests."""
 
 import base64
 import json
@@ -20,15 +21,8 @@ from hpp_core.errors import (
     StorageUnavailable,
 )
 from hpp_core.http import error_response
-from hpp_core.klarna import (
-    NO_RETRY,
-    KlarnaCreated,
-    KlarnaNotFound,
-    KlarnaRejected,
-    KlarnaUnavailable,
-    RetryPolicy,
-)
-from hpp_core.models import KlarnaCreatedSession, KlarnaSession, StatusUpdate
+from hpp_core.klarna import KlarnaClient, KlarnaUnavailable
+from hpp_core.models import KlarnaSession, StatusUpdate
 from hpp_core.repository import WriteOutcome, WriteResult
 from hpp_core.sessions import (
     MAX_BODY_BYTES,
@@ -42,6 +36,8 @@ from hpp_core.sessions import (
     tracked_session,
 )
 from hpp_core.settings import ConfigurationError
+from local.klarna_simulator import KlarnaSimulator
+from tests.support.klarna import in_memory_klarna_client, simulated_klarna
 
 SID = "39a1c773-bafd-754d-af1f-b30c592f1267"
 KP = "https://api.playground.klarna.com/payments/v1/sessions/0b1d9815-165e-42e2-8867-35bc03789e00"
@@ -225,33 +221,19 @@ def test_retry_settings_make_the_policy() -> None:
 # -- fakes --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class FakeKlarna:
-    created: KlarnaCreated | Exception | None = None
-    read: list[KlarnaSession | Exception] = field(default_factory=list)
-    disabled: Exception | None = None
-    calls: list[str] = field(default_factory=list)
-    bodies: list[dict[str, Any]] = field(default_factory=list)
+@pytest.fixture
+def simulator() -> KlarnaSimulator:
+    """Klarna, never started: served in memory through `klarna`; its clock stands at NOW."""
+    return simulated_klarna(clock=lambda: NOW)
 
-    def create_session(self, body: Any, *, timeout_seconds: float | None = None) -> KlarnaCreated:
-        self.calls.append("create")
-        self.bodies.append(dict(body))
-        if isinstance(self.created, Exception):
-            raise self.created
-        assert self.created is not None
-        return self.created
 
-    def read_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> KlarnaSession:
-        self.calls.append("read")
-        answer = self.read.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+@pytest.fixture
+def klarna(simulator: KlarnaSimulator) -> KlarnaClient:
+    return in_memory_klarna_client(simulator)
 
-    def disable_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> None:
-        self.calls.append("disable")
-        if self.disabled is not None:
-            raise self.disabled
+
+def klarna_calls(simulator: KlarnaSimulator) -> list[str]:
+    return [request.method for request in simulator.requests]
 
 
 @dataclass
@@ -279,30 +261,23 @@ class FakeStore:
         return self.item
 
 
-def klarna_created(session_id: str = SID) -> KlarnaCreated:
-    body = {
-        "session_id": session_id,
-        "session_url": f"https://api.playground.klarna.com/hpp/v1/sessions/{session_id}",
-        "redirect_url": "https://pay.playground.klarna.com/x",
-        "expires_at": "2026-11-23T09:00:00.000Z",
-    }
-    return KlarnaCreated(KlarnaCreatedSession.model_validate(body), body)
-
-
-def session(status: str, updated_at: str = "2026-11-21T10:00:00.000Z") -> KlarnaSession:
-    return KlarnaSession.model_validate({"session_id": SID, "status": status, "updated_at": updated_at})
+def created_id(simulator: KlarnaSimulator) -> str:
+    (session_id,) = simulator.session_ids()
+    return session_id
 
 
 # -- create -------------------------------------------------------------------------------------------
 
 
-def test_create_sends_a_fresh_secret_each_time_and_stores_only_its_hash() -> None:
-    klarna, store = FakeKlarna(created=klarna_created()), FakeStore()
+def test_create_sends_a_fresh_secret_each_time_and_stores_only_its_hash(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    store = FakeStore()
     request = parse_create_request(request_body())
     for _ in range(2):
         result = create_session(request, callback_url=CALLBACK, klarna=klarna, store=store)
         assert not result.already_tracked
-    urls = [body["merchant_urls"]["status_update"] for body in klarna.bodies]
+    urls = [sent.json["merchant_urls"]["status_update"] for sent in simulator.requests_to("POST")]
     secrets = [dict(parse_qsl(urlsplit(url).query))["secret"] for url in urls]
     assert secrets[0] != secrets[1]
     assert [row["callback_secret_hash"] for row in store.created] == [
@@ -312,8 +287,8 @@ def test_create_sends_a_fresh_secret_each_time_and_stores_only_its_hash() -> Non
     assert all(secret not in json.dumps(row, default=str) for secret in secrets for row in store.created)
 
 
-def test_when_klarna_fails_nothing_is_stored() -> None:
-    klarna = FakeKlarna(created=KlarnaUnavailable("Klarna create session failed", http_status=500))
+def test_when_klarna_fails_nothing_is_stored(simulator: KlarnaSimulator, klarna: KlarnaClient) -> None:
+    simulator.fail_next("POST", None, status=500)
     store = FakeStore()
     with pytest.raises(KlarnaUnavailable):
         create_session(
@@ -322,9 +297,11 @@ def test_when_klarna_fails_nothing_is_stored() -> None:
     assert store.created == []
 
 
-def test_klarna_404_on_create_blames_the_payment_session_url_and_keeps_klarnas_details() -> None:
-    refused = KlarnaNotFound("Klarna create session: not found", http_status=404, correlation_id="c-404")
-    klarna, store = FakeKlarna(created=refused), FakeStore()
+def test_klarna_404_on_create_blames_the_payment_session_url_and_keeps_klarnas_details(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    simulator.fail_next("POST", None, status=404, body={"correlation_id": "c-404"})
+    store = FakeStore()
     with pytest.raises(BadRequest) as raised:
         create_session(
             parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
@@ -338,34 +315,40 @@ def test_klarna_404_on_create_blames_the_payment_session_url_and_keeps_klarnas_d
 @pytest.mark.parametrize(
     "failure", [StorageUnavailable("session storage failed (Throttling)"), RuntimeError()]
 )
-def test_a_store_failure_after_klarna_created_the_session_names_the_session(failure: Exception) -> None:
-    klarna, store = FakeKlarna(created=klarna_created()), FakeStore(create_error=failure)
+def test_a_store_failure_after_klarna_created_the_session_names_the_session(
+    failure: Exception, simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    store = FakeStore(create_error=failure)
     with pytest.raises(SessionNotTracked) as raised:
         create_session(
             parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
         )
     status, body, _ = error_response(raised.value)
     assert status == 503
-    assert body["error"]["session_id"] == SID
-    assert body["error"]["session_url"].endswith(SID)
+    assert body["error"]["session_id"] == created_id(simulator)
+    assert body["error"]["session_url"] == simulator.session_url(created_id(simulator))
     assert raised.value.__cause__ is failure
 
 
-def test_a_session_already_tracked_when_stored_is_still_a_success() -> None:
-    klarna = FakeKlarna(created=klarna_created())
+def test_a_session_already_tracked_when_stored_is_still_a_success(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
     store = FakeStore(create_error=Conflict("session is already tracked"))
     result = create_session(
         parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
     )
     assert result.already_tracked
-    assert result.created.body["session_id"] == SID
+    assert result.created.body["session_id"] == created_id(simulator)
 
 
 # -- track and read -----------------------------------------------------------------------------------
 
 
-def test_track_records_klarnas_answer_as_the_sessions_api() -> None:
-    klarna, store = FakeKlarna(read=[session("IN_PROGRESS")]), FakeStore()
+def test_track_records_klarnas_answer_as_the_sessions_api(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    simulator.add_session(SID, status="IN_PROGRESS")
+    store = FakeStore()
     result = track_session(SID, klarna=klarna, store=store)
     (update,) = store.writes
     assert (update.source, update.status) == ("sessions_api", "IN_PROGRESS")
@@ -373,8 +356,10 @@ def test_track_records_klarnas_answer_as_the_sessions_api() -> None:
 
 
 @pytest.mark.parametrize("bad", ["a/b", "a.b", "", "x" * 129, "../../x", "id with space"])
-def test_invalid_session_ids_are_refused_before_anything_is_asked(bad: str) -> None:
-    klarna, store = FakeKlarna(), FakeStore()
+def test_invalid_session_ids_are_refused_before_anything_is_asked(
+    bad: str, simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    store = FakeStore()
     for operation in (
         lambda: track_session(bad, klarna=klarna, store=store),
         lambda: tracked_session(bad, store=store),
@@ -382,7 +367,7 @@ def test_invalid_session_ids_are_refused_before_anything_is_asked(bad: str) -> N
     ):
         with pytest.raises(BadRequest):
             operation()
-    assert klarna.calls == []
+    assert simulator.requests == []
 
 
 def test_read_of_an_untracked_session_is_404() -> None:
@@ -414,19 +399,26 @@ def test_the_view_reveals_the_token_to_the_caller_but_never_the_hash() -> None:
 # -- disable ------------------------------------------------------------------------------------------
 
 
-def test_disable_records_klarnas_own_disabled_when_the_read_back_shows_it() -> None:
-    disabled = session("DISABLED", "2026-11-21T12:00:00.000Z")
-    klarna, store = FakeKlarna(read=[disabled]), FakeStore()
+def test_disable_records_klarnas_own_disabled_when_the_read_back_shows_it(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    simulator.add_session(SID, status="IN_PROGRESS", updated_at="2026-11-21T09:00:00.000Z")
+    store = FakeStore()
     result = disable_session(SID, klarna=klarna, store=store, now=lambda: NOW)
     assert (result.outcome, result.recorded_from) == ("disabled", "klarna_read")
-    assert klarna.calls == ["disable", "read"]
+    assert klarna_calls(simulator) == ["DELETE", "GET"]
+    disabled = KlarnaSession.model_validate(simulator.read_body(SID))
+    assert (disabled.status, disabled.updated_at) == ("DISABLED", NOW)
     assert store.writes[0].session == disabled
 
 
-def test_a_newer_observation_recorded_meanwhile_makes_the_stamp_move_after_it() -> None:
+def test_a_newer_observation_recorded_meanwhile_makes_the_stamp_move_after_it(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
     stored = {"session_id": SID, "status": "IN_PROGRESS", "updated_at_ms": 1_000}
     raced: dict[str, Any] = {"session_id": SID, "status": "BACK", "updated_at_ms": 9_999_999_999_999}
-    klarna = FakeKlarna(read=[KlarnaUnavailable("down")])
+    simulator.add_session(SID, status="IN_PROGRESS")
+    simulator.fail_always("GET", None, status=503)  # the read-back fails
     store = FakeStore(item=stored, outcomes=[(WriteOutcome.STALE, raced)])
     result = disable_session(SID, klarna=klarna, store=store, now=lambda: NOW)
     assert result.recorded_from == "tracker_clock"
@@ -437,25 +429,33 @@ def test_a_newer_observation_recorded_meanwhile_makes_the_stamp_move_after_it() 
     assert all(update.status == "DISABLED" for update in store.writes)
 
 
-def test_a_session_that_keeps_changing_is_a_retryable_error_not_a_false_success() -> None:
+def test_a_session_that_keeps_changing_is_a_retryable_error_not_a_false_success(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
     raced = {"session_id": SID, "status": "BACK", "updated_at_ms": 5}
-    klarna = FakeKlarna(read=[KlarnaUnavailable("down")])
+    simulator.add_session(SID, status="IN_PROGRESS")
+    simulator.fail_always("GET", None, status=503)  # the read-back fails
     store = FakeStore(outcomes=[(WriteOutcome.STALE, raced)] * 3)
     with pytest.raises(StorageUnavailable):
         disable_session(SID, klarna=klarna, store=store, now=lambda: NOW)
 
 
 @pytest.mark.parametrize("final", ["COMPLETED", "CANCELLED", "EXPIRED"])
-def test_a_session_final_in_the_table_is_409_without_asking_klarna(final: str) -> None:
-    klarna, store = FakeKlarna(), FakeStore(item={"session_id": SID, "status": final})
+def test_a_session_final_in_the_table_is_409_without_asking_klarna(
+    final: str, simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    store = FakeStore(item={"session_id": SID, "status": final})
     with pytest.raises(Conflict, match=final):
         disable_session(SID, klarna=klarna, store=store)
-    assert klarna.calls == []
+    assert simulator.requests == []
 
 
-def test_klarnas_400_with_an_unreadable_session_is_still_409() -> None:
-    refused = KlarnaRejected("Klarna disable session failed", http_status=400, correlation_id="c-1")
-    klarna = FakeKlarna(disabled=refused, read=[KlarnaUnavailable("down")])
+def test_klarnas_400_with_an_unreadable_session_is_still_409(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    simulator.add_session(SID, status="IN_PROGRESS")
+    simulator.fail_next("DELETE", None, status=400, body={"correlation_id": "c-1"})
+    simulator.fail_always("GET", None, status=503)
     store = FakeStore()
     with pytest.raises(Conflict) as raised:
         disable_session(SID, klarna=klarna, store=store)
@@ -463,9 +463,11 @@ def test_klarnas_400_with_an_unreadable_session_is_still_409() -> None:
     assert error_response(raised.value)[1]["error"]["klarna"]["correlation_id"] == "c-1"
 
 
-def test_klarnas_400_for_a_session_already_disabled_there_is_a_success() -> None:
-    refused = KlarnaRejected("Klarna disable session failed", http_status=400)
-    klarna = FakeKlarna(disabled=refused, read=[session("DISABLED")])
+def test_klarnas_400_for_a_session_already_disabled_there_is_a_success(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    simulator.add_session(SID, status="DISABLED")
+    simulator.fail_next("DELETE", None, status=400)  # where Klarna's own answer would be a 204
     store = FakeStore()
     result = disable_session(SID, klarna=klarna, store=store)
     assert (result.outcome, result.recorded_from) == ("already_disabled", "klarna_read")
