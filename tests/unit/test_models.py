@@ -1,7 +1,13 @@
 import pytest
 from pydantic import ValidationError
 
-from hpp_core.models import CallbackBody, KlarnaSession, StatusUpdate, describe_validation_error
+from hpp_core.models import (
+    CallbackBody,
+    KlarnaSession,
+    StatusUpdate,
+    describe_validation_error,
+    is_session_id,
+)
 
 TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
 
@@ -73,3 +79,10 @@ def test_status_update_exposes_normalised_times() -> None:
     assert update.updated_at == "2019-05-13T14:54:04.000Z"
     assert update.updated_at_ms == 1557759244000
     assert update.is_final
+
+
+@pytest.mark.parametrize("value", ["abc\n", "a/b", "", "x" * 129, "a b", "a.b", "é"])
+def test_an_id_from_a_url_is_checked_as_strictly_as_a_models(value: str) -> None:
+    assert not is_session_id(value)
+    with pytest.raises(ValidationError):
+        KlarnaSession.model_validate(session(session_id=value))

@@ -30,8 +30,8 @@ from hpp_core.klarna import (
 )
 from hpp_core.models import KlarnaCreatedSession, KlarnaSession, StatusUpdate
 from hpp_core.repository import WriteOutcome, WriteResult
+from hpp_core.request_body import MAX_BODY_BYTES
 from hpp_core.sessions import (
-    MAX_BODY_BYTES,
     SessionsSettings,
     callback_url,
     create_session,

@@ -5,30 +5,17 @@ session, empty body, session tracked without a secret) is settled by asking Klar
 body: an unsigned request can only ever make the tracker *read* the truth.
 """
 
-import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
 from hpp_core.callback_secrets import MAX_SECRET_LENGTH, SECRET_PARAM, SESSION_ID_PARAM, hash_callback_secret
 from hpp_core.callback_secrets import hashes_match as secret_hashes_match
-from hpp_core.errors import BadRequest, DependencyError, Forbidden, NotFound, PayloadTooLarge
+from hpp_core.errors import BadRequest, DependencyError, Forbidden, NotFound
 from hpp_core.klarna import KlarnaNotFound, KlarnaRejected
-from hpp_core.models import (
-    SESSION_ID_PATTERN,
-    CallbackBody,
-    KlarnaSession,
-    StatusUpdate,
-    describe_validation_error,
-)
+from hpp_core.models import CallbackBody, KlarnaSession, StatusUpdate, is_session_id
 from hpp_core.repository import ACCEPTED_OUTCOMES, SECRET_HASH, WriteOutcome, WriteResult
-
-MAX_BODY_BYTES = 64 * 1024
-
-_SESSION_ID = re.compile(SESSION_ID_PATTERN)
+from hpp_core.request_body import body_bytes, json_value, validated_object
 
 
 class SessionStore(Protocol):
@@ -100,7 +87,7 @@ def _session_id_from(query: Mapping[str, str]) -> str:
     session_id = query.get(SESSION_ID_PARAM)
     if not session_id:
         raise BadRequest(f"query parameter '{SESSION_ID_PARAM}' is required")
-    if not _SESSION_ID.match(session_id):
+    if not is_session_id(session_id):
         raise BadRequest(f"query parameter '{SESSION_ID_PARAM}' is not a valid session id")
     return session_id
 
@@ -110,21 +97,14 @@ def parse_callback_body(body: bytes | str | None) -> CallbackBody | None:
 
     JSON that is not a valid callback is a malformed request (400), whatever the Content-Type said.
     """
-    raw = body.encode("utf-8") if isinstance(body, str) else (body or b"")
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"callback body is larger than {MAX_BODY_BYTES} bytes")
+    raw = body_bytes(body, what="callback body")
     if not raw.strip():
         return None
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        payload = json_value(raw)
+    except ValueError:
         return None
-    if not isinstance(payload, dict):
-        raise BadRequest("callback body must be a JSON object")
-    try:
-        return CallbackBody.model_validate(payload)
-    except ValidationError as exc:
-        raise BadRequest("callback body is invalid", details=describe_validation_error(exc)) from None
+    return validated_object(CallbackBody, payload, what="callback body")
 
 
 def _confirm_with_klarna(

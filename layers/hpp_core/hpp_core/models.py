@@ -5,6 +5,7 @@ Unknown fields Klarna may add are ignored (never stored: Read Session can carry 
 `SecretStr` so that no repr, log line or error message can show it by accident.
 """
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
@@ -20,6 +21,14 @@ StatusText = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 UpdateSource = Literal["callback", "klarna_read", "sessions_api", "poller"]
+
+_SESSION_ID = re.compile(SESSION_ID_PATTERN)
+
+
+def is_session_id(value: str) -> bool:
+    """The check `SessionId` makes, for ids that arrive outside a model (a query string, a path)."""
+    # fullmatch: `$` alone would also accept a trailing newline.
+    return _SESSION_ID.fullmatch(value) is not None
 
 
 class KlarnaSession(BaseModel):
@@ -130,4 +139,5 @@ __all__ = [
     "TrackedSession",
     "UpdateSource",
     "describe_validation_error",
+    "is_session_id",
 ]

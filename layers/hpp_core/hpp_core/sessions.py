@@ -5,10 +5,6 @@ Klarna is always asked first and the table written second, so a Klarna failure s
 write goes through the repository's one conditional write (or, for a new session, its create).
 """
 
-import base64
-import binascii
-import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,7 +18,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     field_validator,
 )
 
@@ -32,7 +27,6 @@ from hpp_core.errors import (
     Conflict,
     Misconfigured,
     NotFound,
-    PayloadTooLarge,
     SessionNotTracked,
     StorageUnavailable,
     TrackerError,
@@ -46,24 +40,17 @@ from hpp_core.klarna import (
     RetryHook,
     RetryPolicy,
 )
-from hpp_core.models import (
-    SESSION_ID_PATTERN,
-    KlarnaSession,
-    StatusUpdate,
-    TrackedSession,
-    UpdateSource,
-    describe_validation_error,
-)
+from hpp_core.models import KlarnaSession, StatusUpdate, TrackedSession, UpdateSource, is_session_id
 from hpp_core.repository import WriteOutcome, WriteResult
+from hpp_core.request_body import body_bytes, json_value, validated_object
 from hpp_core.settings import Settings
 from hpp_core.statuses import Status, is_final
 from hpp_core.timestamps import to_epoch_millis, utc_now
 
-MAX_BODY_BYTES = 64 * 1024
 CALLBACK_PATH = "/callbacks/hpp"
 SOURCE: UpdateSource = "sessions_api"
 _MAX_URL_LENGTH = 2048
-_SESSION_ID = re.compile(SESSION_ID_PATTERN)
+_REQUEST_BODY = "request body"
 
 
 # -- settings -----------------------------------------------------------------------------------------
@@ -198,31 +185,18 @@ class CreateSessionRequest(BaseModel):
 
 def parse_create_request(body: str | None, *, base64_encoded: bool = False) -> CreateSessionRequest:
     """The create request from the event's body; the size is checked before anything is parsed."""
-    text = body or ""
-    if len(text) > (MAX_BODY_BYTES * 4 // 3 + 4 if base64_encoded else MAX_BODY_BYTES):
-        raise PayloadTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
-    try:
-        raw = base64.b64decode(text, validate=True) if base64_encoded else text.encode("utf-8")
-    except (binascii.Error, ValueError):
-        raise BadRequest("request body is not valid base64") from None
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
+    raw = body_bytes(body, what=_REQUEST_BODY, base64_encoded=base64_encoded)
     if not raw.strip():
         raise BadRequest("request body is required: Klarna's create-session JSON")
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        payload = json_value(raw)
+    except ValueError:
         raise BadRequest("request body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise BadRequest("request body must be a JSON object")
-    try:
-        return CreateSessionRequest.model_validate(payload)
-    except ValidationError as exc:
-        raise BadRequest("request body is invalid", details=describe_validation_error(exc)) from None
+    return validated_object(CreateSessionRequest, payload, what=_REQUEST_BODY)
 
 
 def valid_session_id(session_id: str) -> str:
-    if not _SESSION_ID.match(session_id):
+    if not is_session_id(session_id):
         raise BadRequest("path parameter 'session_id' is not a valid session id")
     return session_id
 
