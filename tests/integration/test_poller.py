@@ -14,16 +14,14 @@ import boto3
 import pytest
 
 from hpp_core.klarna import KlarnaClient, KlarnaCredentials
-from hpp_core.models import KlarnaSession, StatusUpdate
+from hpp_core.models import DueSession, KlarnaSession, StatusUpdate, WriteOutcome
 from hpp_core.poller import PollOutcome, PollPolicy, PollRunReport, StopReason, poll_session, run_poll
 from hpp_core.repository import (
     POLL_ATTEMPTS,
     POLL_DUE_AT,
     POLL_NOT_FOUND,
     POLL_SHARD,
-    DueSession,
     SessionRepository,
-    WriteOutcome,
 )
 from hpp_core.timestamps import format_timestamp, to_epoch_millis, utc_now
 from tests.support.fake_klarna import FakeKlarna, ratelimit_headers

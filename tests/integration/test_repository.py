@@ -65,7 +65,7 @@ def test_first_observation_creates_the_row(repository: SessionRepository) -> Non
     assert row["status"] == "IN_PROGRESS"
     assert row["updated_at"] == "2019-05-13T14:52:10.120Z"
     assert row["expires_at"] == "2019-05-15T13:51:43.507Z"
-    assert result.item == row
+    assert result.session == repository.get_session(SID)
 
 
 def test_newer_applies_older_is_stale_same_is_duplicate(repository: SessionRepository) -> None:

@@ -1,4 +1,4 @@
-"""The sessions API's decisions with in-memory fakes for Klarna and the store (no I/O)."""
+"""The sessions API's decisions with the shared in-memory store and a scripted Klarna (no I/O)."""
 
 import base64
 import json
@@ -22,14 +22,12 @@ from hpp_core.errors import (
 from hpp_core.http import error_response
 from hpp_core.klarna import (
     NO_RETRY,
-    KlarnaCreated,
     KlarnaNotFound,
     KlarnaRejected,
     KlarnaUnavailable,
     RetryPolicy,
 )
-from hpp_core.models import KlarnaCreatedSession, KlarnaSession, StatusUpdate
-from hpp_core.repository import WriteOutcome, WriteResult
+from hpp_core.models import KlarnaCreated, KlarnaCreatedSession, KlarnaSession, StatusUpdate, WriteOutcome
 from hpp_core.request_body import MAX_BODY_BYTES
 from hpp_core.sessions import (
     SessionsSettings,
@@ -42,6 +40,7 @@ from hpp_core.sessions import (
     tracked_session,
 )
 from hpp_core.settings import ConfigurationError
+from tests.support.memory_store import MemorySessionStore
 
 SID = "39a1c773-bafd-754d-af1f-b30c592f1267"
 KP = "https://api.playground.klarna.com/payments/v1/sessions/0b1d9815-165e-42e2-8867-35bc03789e00"
@@ -254,31 +253,6 @@ class FakeKlarna:
             raise self.disabled
 
 
-@dataclass
-class FakeStore:
-    item: dict[str, Any] | None = None
-    create_error: Exception | None = None
-    outcomes: list[tuple[WriteOutcome, dict[str, Any] | None]] = field(default_factory=list)
-    created: list[dict[str, Any]] = field(default_factory=list)
-    writes: list[StatusUpdate] = field(default_factory=list)
-
-    def create_session(self, session_id: str, **fields: Any) -> dict[str, Any]:
-        if self.create_error is not None:
-            raise self.create_error
-        self.created.append({"session_id": session_id, **fields})
-        return self.created[-1]
-
-    def record_status(self, update: StatusUpdate, *, callback_secret_hash: str | None = None) -> WriteResult:
-        self.writes.append(update)
-        if self.outcomes:
-            return WriteResult(*self.outcomes.pop(0))
-        row = {"session_id": update.session_id, "status": update.status, "updated_at": update.updated_at}
-        return WriteResult(WriteOutcome.APPLIED, row)
-
-    def get_item(self, session_id: str, *, consistent: bool = True) -> dict[str, Any] | None:
-        return self.item
-
-
 def klarna_created(session_id: str = SID) -> KlarnaCreated:
     body = {
         "session_id": session_id,
@@ -289,42 +263,63 @@ def klarna_created(session_id: str = SID) -> KlarnaCreated:
     return KlarnaCreated(KlarnaCreatedSession.model_validate(body), body)
 
 
-def session(status: str, updated_at: str = "2026-11-21T10:00:00.000Z") -> KlarnaSession:
-    return KlarnaSession.model_validate({"session_id": SID, "status": status, "updated_at": updated_at})
+def session(status: str, updated_at: str = "2026-11-21T10:00:00.000Z", **fields: Any) -> KlarnaSession:
+    return KlarnaSession.model_validate(
+        {"session_id": SID, "status": status, "updated_at": updated_at, **fields}
+    )
+
+
+def observed(status: str, updated_at: str, source: Any = "callback") -> StatusUpdate:
+    return StatusUpdate(session=session(status, updated_at), source=source)
+
+
+def store_with(status: str, updated_at: str = "2026-11-21T10:00:00.000Z") -> MemorySessionStore:
+    """A store in which SID's last recorded status is `status`."""
+    store = MemorySessionStore(clock=lambda: NOW)
+    store.record_status(observed(status, updated_at))
+    return store
+
+
+def status_of(store: MemorySessionStore) -> str | None:
+    stored = store.get_session(SID)
+    return None if stored is None else stored.status
 
 
 # -- create -------------------------------------------------------------------------------------------
 
 
 def test_create_sends_a_fresh_secret_each_time_and_stores_only_its_hash() -> None:
-    klarna, store = FakeKlarna(created=klarna_created()), FakeStore()
+    klarna = FakeKlarna(created=klarna_created())
     request = parse_create_request(request_body())
+    stored = []
     for _ in range(2):
+        store = MemorySessionStore()
         result = create_session(request, callback_url=CALLBACK, klarna=klarna, store=store)
         assert not result.already_tracked
+        stored.append(store.get_session(SID))
     urls = [body["merchant_urls"]["status_update"] for body in klarna.bodies]
     secrets = [dict(parse_qsl(urlsplit(url).query))["secret"] for url in urls]
     assert secrets[0] != secrets[1]
-    assert [row["callback_secret_hash"] for row in store.created] == [
-        hash_callback_secret(s) for s in secrets
-    ]
-    assert store.created[0]["expires_at"] == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-    assert all(secret not in json.dumps(row, default=str) for secret in secrets for row in store.created)
+    assert [row.callback_secret_hash for row in stored if row] == [hash_callback_secret(s) for s in secrets]
+    assert [(row.status, row.expires_at) for row in stored if row] == [
+        ("WAITING", datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
+    ] * 2
+    assert all(secret not in str(vars(row)) for secret in secrets for row in stored)
 
 
 def test_when_klarna_fails_nothing_is_stored() -> None:
     klarna = FakeKlarna(created=KlarnaUnavailable("Klarna create session failed", http_status=500))
-    store = FakeStore()
+    store = MemorySessionStore()
     with pytest.raises(KlarnaUnavailable):
         create_session(
             parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
         )
-    assert store.created == []
+    assert store.get_session(SID) is None
 
 
 def test_klarna_404_on_create_blames_the_payment_session_url_and_keeps_klarnas_details() -> None:
     refused = KlarnaNotFound("Klarna create session: not found", http_status=404, correlation_id="c-404")
-    klarna, store = FakeKlarna(created=refused), FakeStore()
+    klarna, store = FakeKlarna(created=refused), MemorySessionStore()
     with pytest.raises(BadRequest) as raised:
         create_session(
             parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
@@ -339,7 +334,8 @@ def test_klarna_404_on_create_blames_the_payment_session_url_and_keeps_klarnas_d
     "failure", [StorageUnavailable("session storage failed (Throttling)"), RuntimeError()]
 )
 def test_a_store_failure_after_klarna_created_the_session_names_the_session(failure: Exception) -> None:
-    klarna, store = FakeKlarna(created=klarna_created()), FakeStore(create_error=failure)
+    klarna, store = FakeKlarna(created=klarna_created()), MemorySessionStore()
+    store.fail_next("create_session", failure)
     with pytest.raises(SessionNotTracked) as raised:
         create_session(
             parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
@@ -353,28 +349,29 @@ def test_a_store_failure_after_klarna_created_the_session_names_the_session(fail
 
 def test_a_session_already_tracked_when_stored_is_still_a_success() -> None:
     klarna = FakeKlarna(created=klarna_created())
-    store = FakeStore(create_error=Conflict("session is already tracked"))
+    store = store_with("IN_PROGRESS")  # its first callback, confirmed by Klarna, was stored first
     result = create_session(
         parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
     )
     assert result.already_tracked
     assert result.created.body["session_id"] == SID
+    assert status_of(store) == "IN_PROGRESS"
 
 
 # -- track and read -----------------------------------------------------------------------------------
 
 
 def test_track_records_klarnas_answer_as_the_sessions_api() -> None:
-    klarna, store = FakeKlarna(read=[session("IN_PROGRESS")]), FakeStore()
+    klarna, store = FakeKlarna(read=[session("IN_PROGRESS")]), MemorySessionStore()
     result = track_session(SID, klarna=klarna, store=store)
-    (update,) = store.writes
-    assert (update.source, update.status) == ("sessions_api", "IN_PROGRESS")
+    (write,) = store.writes
+    assert (write.update.source, write.update.status) == ("sessions_api", "IN_PROGRESS")
     assert (result.outcome, result.session.status) == (WriteOutcome.APPLIED, "IN_PROGRESS")
 
 
 @pytest.mark.parametrize("bad", ["a/b", "a.b", "", "x" * 129, "../../x", "id with space"])
 def test_invalid_session_ids_are_refused_before_anything_is_asked(bad: str) -> None:
-    klarna, store = FakeKlarna(), FakeStore()
+    klarna, store = FakeKlarna(), MemorySessionStore()
     for operation in (
         lambda: track_session(bad, klarna=klarna, store=store),
         lambda: tracked_session(bad, store=store),
@@ -383,32 +380,33 @@ def test_invalid_session_ids_are_refused_before_anything_is_asked(bad: str) -> N
         with pytest.raises(BadRequest):
             operation()
     assert klarna.calls == []
+    assert store.writes == []
 
 
 def test_read_of_an_untracked_session_is_404() -> None:
     with pytest.raises(NotFound):
-        tracked_session(SID, store=FakeStore())
+        tracked_session(SID, store=MemorySessionStore())
 
 
 def test_the_view_reveals_the_token_to_the_caller_but_never_the_hash() -> None:
-    row = {
-        "session_id": SID,
-        "status": "COMPLETED",
-        "updated_at": "2026-11-21T10:00:00.000Z",
-        "authorization_token": "tok-1",
-        "callback_secret_sha256": "abc",
-        "poll_shard": "01",
-        "updated_at_ms": 1,
-    }
-    store = FakeStore(item=row)
+    store = MemorySessionStore(clock=lambda: NOW)
+    secret_hash = hash_callback_secret("the-secret")
+    store.create_session(SID, expires_at=None, session_url=None, callback_secret_hash=secret_hash)
+    completed = session("COMPLETED", authorization_token="tok-1")
+    store.record_status(StatusUpdate(session=completed, source="callback", event_id="e-1"))
     view = session_view(tracked_session(SID, store=store))
     assert view == {
         "session_id": SID,
         "status": "COMPLETED",
         "updated_at": "2026-11-21T10:00:00.000Z",
         "authorization_token": "tok-1",
+        "last_event_id": "e-1",
+        "last_source": "callback",
+        "recorded_at": "2026-11-21T10:00:00.000Z",
     }
+    assert secret_hash not in json.dumps(view)
     assert "tok-1" not in repr(tracked_session(SID, store=store))
+    assert secret_hash not in repr(tracked_session(SID, store=store))
 
 
 # -- disable ------------------------------------------------------------------------------------------
@@ -416,47 +414,58 @@ def test_the_view_reveals_the_token_to_the_caller_but_never_the_hash() -> None:
 
 def test_disable_records_klarnas_own_disabled_when_the_read_back_shows_it() -> None:
     disabled = session("DISABLED", "2026-11-21T12:00:00.000Z")
-    klarna, store = FakeKlarna(read=[disabled]), FakeStore()
+    klarna, store = FakeKlarna(read=[disabled]), MemorySessionStore()
     result = disable_session(SID, klarna=klarna, store=store, now=lambda: NOW)
     assert (result.outcome, result.recorded_from) == ("disabled", "klarna_read")
     assert klarna.calls == ["disable", "read"]
-    assert store.writes[0].session == disabled
+    assert store.writes[0].update.session == disabled
+    assert status_of(store) == "DISABLED"
 
 
 def test_a_newer_observation_recorded_meanwhile_makes_the_stamp_move_after_it() -> None:
-    stored = {"session_id": SID, "status": "IN_PROGRESS", "updated_at_ms": 1_000}
-    raced: dict[str, Any] = {"session_id": SID, "status": "BACK", "updated_at_ms": 9_999_999_999_999}
+    store = store_with("IN_PROGRESS", "1970-01-01T00:00:01.000Z")
+    raced = observed("BACK", "2286-11-20T17:46:39.999Z")  # 9_999_999_999_999 ms
+    store.before_next_writes(raced)
     klarna = FakeKlarna(read=[KlarnaUnavailable("down")])
-    store = FakeStore(item=stored, outcomes=[(WriteOutcome.STALE, raced)])
     result = disable_session(SID, klarna=klarna, store=store, now=lambda: NOW)
     assert result.recorded_from == "tracker_clock"
     assert result.read_back_error is not None
-    first, second = (update.updated_at_ms for update in store.writes)
-    assert first == max(1_001, int(NOW.timestamp() * 1000))
-    assert second == raced["updated_at_ms"] + 1
-    assert all(update.status == "DISABLED" for update in store.writes)
+    first, second = store.writes[1:]
+    assert first.update.updated_at_ms == max(1_001, int(NOW.timestamp() * 1000))
+    assert first.outcome is WriteOutcome.STALE
+    assert (second.update.updated_at_ms, second.outcome) == (raced.updated_at_ms + 1, WriteOutcome.APPLIED)
+    assert all(write.update.status == "DISABLED" for write in store.writes[1:])
+    assert status_of(store) == "DISABLED"
 
 
 def test_a_session_that_keeps_changing_is_a_retryable_error_not_a_false_success() -> None:
-    raced = {"session_id": SID, "status": "BACK", "updated_at_ms": 5}
+    store = store_with("IN_PROGRESS")
+    # Each lands just before one of the tracker's DISABLED writes, and is newer than it.
+    store.before_next_writes(
+        observed("BACK", "2026-11-21T11:00:00.000Z"),
+        observed("FAILED", "2026-11-21T12:00:00.000Z"),
+        observed("BACK", "2026-11-21T13:00:00.000Z"),
+    )
     klarna = FakeKlarna(read=[KlarnaUnavailable("down")])
-    store = FakeStore(outcomes=[(WriteOutcome.STALE, raced)] * 3)
     with pytest.raises(StorageUnavailable):
         disable_session(SID, klarna=klarna, store=store, now=lambda: NOW)
+    assert [write.outcome for write in store.writes[1:]] == [WriteOutcome.STALE] * 3
+    assert status_of(store) == "BACK"
 
 
 @pytest.mark.parametrize("final", ["COMPLETED", "CANCELLED", "EXPIRED"])
 def test_a_session_final_in_the_table_is_409_without_asking_klarna(final: str) -> None:
-    klarna, store = FakeKlarna(), FakeStore(item={"session_id": SID, "status": final})
+    klarna, store = FakeKlarna(), store_with(final)
     with pytest.raises(Conflict, match=final):
         disable_session(SID, klarna=klarna, store=store)
     assert klarna.calls == []
+    assert status_of(store) == final
 
 
 def test_klarnas_400_with_an_unreadable_session_is_still_409() -> None:
     refused = KlarnaRejected("Klarna disable session failed", http_status=400, correlation_id="c-1")
     klarna = FakeKlarna(disabled=refused, read=[KlarnaUnavailable("down")])
-    store = FakeStore()
+    store = MemorySessionStore()
     with pytest.raises(Conflict) as raised:
         disable_session(SID, klarna=klarna, store=store)
     assert store.writes == []
@@ -466,7 +475,7 @@ def test_klarnas_400_with_an_unreadable_session_is_still_409() -> None:
 def test_klarnas_400_for_a_session_already_disabled_there_is_a_success() -> None:
     refused = KlarnaRejected("Klarna disable session failed", http_status=400)
     klarna = FakeKlarna(disabled=refused, read=[session("DISABLED")])
-    store = FakeStore()
+    store = MemorySessionStore()
     result = disable_session(SID, klarna=klarna, store=store)
     assert (result.outcome, result.recorded_from) == ("already_disabled", "klarna_read")
-    assert [update.status for update in store.writes] == ["DISABLED"]
+    assert [write.update.status for write in store.writes] == ["DISABLED"]

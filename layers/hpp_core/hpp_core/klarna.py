@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hpp_core.errors import DependencyError
-from hpp_core.models import KlarnaCreatedSession, KlarnaSession, describe_validation_error
+from hpp_core.models import KlarnaCreated, KlarnaCreatedSession, KlarnaSession, describe_validation_error
 
 USER_AGENT = "hpp-tracker/1.0"
 SESSIONS_PATH = "/hpp/v1/sessions"
@@ -255,14 +255,6 @@ def call_with_retry[T](attempt: Callable[[float], T], *, timeout_seconds: float,
             if policy.on_retry is not None:
                 policy.on_retry(error, number, delay)
             policy.sleep(delay)
-
-
-@dataclass(frozen=True)
-class KlarnaCreated:
-    """Create Session's answer: the fields the tracker needs, and the body as Klarna sent it."""
-
-    session: KlarnaCreatedSession
-    body: dict[str, Any]
 
 
 CredentialsProvider = Callable[[], KlarnaCredentials]
