@@ -24,6 +24,7 @@ from hpp_core.repository import (
     SessionRepository,
 )
 from hpp_core.timestamps import format_timestamp, to_epoch_millis, utc_now
+from tests.support.clock import ManualClock
 from tests.support.fake_klarna import FakeKlarna, ratelimit_headers
 from tests.support.template import create_table
 
@@ -34,25 +35,11 @@ POLL_FIELDS = {POLL_SHARD, POLL_DUE_AT, POLL_ATTEMPTS, POLL_NOT_FOUND}
 QUICK = PollPolicy(concurrency=4, rate_per_second=200, time_margin_seconds=2)
 
 
-class Clock:
-    """The time for the repository, the poller and the fake Klarna; moved by the test."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
-
-
 @dataclass
 class World:
     repository: SessionRepository
     fake: FakeKlarna
-    clock: Clock
+    clock: ManualClock  # the repository's, the poller's and the fake Klarna's; moved by the test
     klarna_timeout: float = 2.0
     password: str | None = None  # None: the fake's own (right) password
     query_scanned: list[int] = field(default_factory=list)
@@ -109,7 +96,7 @@ class World:
 
 
 def make_world(client: Any, table: str) -> Iterator[World]:
-    clock = Clock(utc_now().replace(microsecond=0))
+    clock = ManualClock(utc_now().replace(microsecond=0))
     with FakeKlarna(clock=clock) as fake:
         repository = SessionRepository(table, client, clock=clock)
         world = World(repository, fake, clock)
