@@ -21,8 +21,9 @@ import urllib3
 from botocore.config import Config
 
 from hpp_core.klarna import KlarnaClient
+from hpp_core.lifecycle import poll_shard
 from hpp_core.poller import PollPolicy, PollRunReport, run_poll
-from hpp_core.repository import SessionRepository, poll_shard, to_item
+from hpp_core.repository import SessionRepository, to_item
 from hpp_core.timestamps import format_timestamp, to_epoch_millis, utc_now
 from local.klarna_simulator import KlarnaSimulator
 from tests.support.dynamodb_local import DynamoDBLocal

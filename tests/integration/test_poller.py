@@ -14,19 +14,18 @@ import boto3
 import pytest
 
 from hpp_core.klarna import KlarnaClient
-from hpp_core.models import KlarnaSession, StatusUpdate
+from hpp_core.models import DueSession, KlarnaSession, StatusUpdate, WriteOutcome
 from hpp_core.poller import PollOutcome, PollPolicy, PollRunReport, StopReason, poll_session, run_poll
 from hpp_core.repository import (
     POLL_ATTEMPTS,
     POLL_DUE_AT,
     POLL_NOT_FOUND,
     POLL_SHARD,
-    DueSession,
     SessionRepository,
-    WriteOutcome,
 )
 from hpp_core.timestamps import format_timestamp, to_epoch_millis, utc_now
 from local.klarna_simulator import KlarnaSimulator, rate_limit_headers
+from tests.support.clock import ManualClock
 from tests.support.klarna import klarna_client, simulated_klarna
 from tests.support.template import create_table
 
@@ -37,25 +36,11 @@ POLL_FIELDS = {POLL_SHARD, POLL_DUE_AT, POLL_ATTEMPTS, POLL_NOT_FOUND}
 QUICK = PollPolicy(concurrency=4, rate_per_second=200, time_margin_seconds=2)
 
 
-class Clock:
-    """The time for the repository, the poller and the simulated Klarna; moved by the test."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
-
-
 @dataclass
 class World:
     repository: SessionRepository
     fake: KlarnaSimulator
-    clock: Clock
+    clock: ManualClock  # the repository's, the poller's and the simulator's; moved by the test
     klarna_timeout: float = 2.0
     password: str | None = None  # None: the simulator's own (right) password
     query_scanned: list[int] = field(default_factory=list)
@@ -109,7 +94,7 @@ class World:
 
 
 def make_world(client: Any, table: str) -> Iterator[World]:
-    clock = Clock(utc_now().replace(microsecond=0))
+    clock = ManualClock(utc_now().replace(microsecond=0))
     with simulated_klarna(clock=clock) as fake:
         repository = SessionRepository(table, client, clock=clock)
         world = World(repository, fake, clock)

@@ -9,7 +9,7 @@ Every entry the publisher sends in these tests is checked against schemas/*.json
 import json
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import ModuleType
@@ -342,50 +342,73 @@ def complete_sessions(pipeline: Pipeline, count: int) -> list[str]:
     return sessions
 
 
-def test_a_partial_put_failure_reports_only_its_record_and_the_retry_publishes_the_same_ids(
-    pipeline: Pipeline,
-) -> None:
+def is_completion_entry(entry: Mapping[str, Any], session_id: str) -> bool:
+    return entry["DetailType"] == COMPLETED and detail_of(entry)["session_id"] == session_id
+
+
+def is_completion_record(record: dict[str, Any], session_id: str) -> bool:
+    stream = record["dynamodb"]
+    return (
+        stream["Keys"]["session_id"]["S"] == session_id and stream["NewImage"]["status"]["S"] == "COMPLETED"
+    )
+
+
+@dataclass(frozen=True)
+class PartlyPublished:
+    """A batch whose delivery had one entry refused: the Completed event of session `unlucky`."""
+
+    sessions: list[str]
+    unlucky: str
+    batch: list[dict[str, Any]]
+    response: Any
+    completion: dict[str, Any]  # the stream record of `unlucky` becoming COMPLETED
+
+
+def deliver_with_one_completion_refused(pipeline: Pipeline) -> PartlyPublished:
     sessions = complete_sessions(pipeline, 6)  # 18 records, 24 events: three PutEvents calls
     unlucky = sessions[2]
     pipeline.eventbridge.fail_entries(
-        lambda entry: entry["DetailType"] == COMPLETED and detail_of(entry)["session_id"] == unlucky,
-        "ThrottlingException",
-        "Rate exceeded",
+        lambda entry: is_completion_entry(entry, unlucky), "ThrottlingException", "Rate exceeded"
     )
     [response] = pipeline.deliver()
     batch, _ = pipeline.invocations[0]
-    completion = next(
-        r
-        for r in batch
-        if r["dynamodb"]["Keys"]["session_id"]["S"] == unlucky
-        and r["dynamodb"]["NewImage"]["status"]["S"] == "COMPLETED"
-    )
-    assert response == {"batchItemFailures": [{"itemIdentifier": completion["dynamodb"]["SequenceNumber"]}]}
+    completion = next(record for record in batch if is_completion_record(record, unlucky))
+    return PartlyPublished(sessions, unlucky, batch, response, completion)
+
+
+def test_a_partial_put_failure_reports_only_its_record(pipeline: Pipeline) -> None:
+    partly = deliver_with_one_completion_refused(pipeline)
+    sequence_number = partly.completion["dynamodb"]["SequenceNumber"]
+    assert partly.response == {"batchItemFailures": [{"itemIdentifier": sequence_number}]}
     assert [len(call) for call in pipeline.eventbridge.calls] == [10, 10, 4]
-    first_completions = by_session(pipeline.consumed("completed"))
-    assert set(first_completions) == set(sessions) - {unlucky}
+    assert set(by_session(pipeline.consumed("completed"))) == set(partly.sessions) - {partly.unlucky}
     # Its Status Changed entry went through: only the Completed one is missing.
-    assert len(by_session(pipeline.consumed("status-changed"))[unlucky]) == 3
+    assert len(by_session(pipeline.consumed("status-changed"))[partly.unlucky]) == 3
+
+
+def test_the_retry_after_a_partial_put_failure_publishes_the_same_ids(pipeline: Pipeline) -> None:
+    partly = deliver_with_one_completion_refused(pipeline)
+    first_completions = by_session(pipeline.consumed("completed"))
     attempted = next(
-        detail_of(e)
-        for e in pipeline.eventbridge.entries
-        if e["DetailType"] == COMPLETED and detail_of(e)["session_id"] == unlucky
+        detail_of(entry)
+        for entry in pipeline.eventbridge.entries
+        if is_completion_entry(entry, partly.unlucky)
     )
 
     # Lambda delivers again from the reported record (and everything after it in the batch).
     pipeline.eventbridge.heal()
-    retry = records_to_retry(batch, response)
-    assert retry[0] == completion
+    retry = records_to_retry(partly.batch, partly.response)
+    assert retry[0] == partly.completion
     assert pipeline.invoke(retry) == {"batchItemFailures": []}
     retried = by_session(pipeline.consumed("completed"))
-    [delivered] = retried[unlucky]
+    [delivered] = retried[partly.unlucky]
     assert delivered["event_id"] == attempted["event_id"]
-    assert delivered["authorization_token"] == f"token-{unlucky}"
+    assert delivered["authorization_token"] == f"token-{partly.unlucky}"
     # Sessions after it in the batch are published again, with the ids they had: consumers de-duplicate.
-    for sid in sessions[3:]:
+    for sid in partly.sessions[3:]:
         assert [d["event_id"] for d in retried[sid]] == [d["event_id"] for d in first_completions[sid]]
     everything = [d for group in (first_completions, retried) for details in group.values() for d in details]
-    assert len({d["event_id"] for d in everything}) == len(sessions), "one Completed per COMPLETED session"
+    assert len({d["event_id"] for d in everything}) == len(partly.sessions), "one Completed per session"
 
 
 def test_eventbridge_down_fails_the_whole_batch_and_the_retry_publishes_it(pipeline: Pipeline) -> None:

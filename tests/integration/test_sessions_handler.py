@@ -123,12 +123,17 @@ def callback_event(url: str, body: dict[str, Any]) -> dict[str, Any]:
 # -- POST /sessions ---------------------------------------------------------------------------------
 
 
-def test_create_stores_waiting_with_the_secret_hash_and_sends_klarna_the_tracker_callback_url(
-    stack: Stack, capfd: pytest.CaptureFixture[str]
+def sent_secret(stack: Stack) -> str:
+    """The secret in the status_update URL of the one Create Session the tracker sent Klarna."""
+    (request,) = stack.klarna.requests
+    status_update = request.json["merchant_urls"]["status_update"]
+    return dict(parse_qsl(urlsplit(status_update).query))["secret"]
+
+
+def test_create_answers_klarnas_body_and_sends_klarna_the_callers_body_with_the_tracker_callback_url(
+    stack: Stack,
 ) -> None:
-    capfd.readouterr()
     status, body, _ = stack.invoke(load_event("sessions/create"))
-    output = capfd.readouterr()
     assert status == 201
     session_id = created_session_id(stack)
     (request,) = stack.klarna.requests
@@ -146,6 +151,13 @@ def test_create_stores_waiting_with_the_secret_hash_and_sends_klarna_the_tracker
     secret = dict(parse_qsl(urlsplit(status_update).query))["secret"]
     assert len(secret) >= 22  # >= 128 bits in URL-safe base64
 
+
+def test_create_stores_waiting_with_only_the_secret_hash_and_due_for_the_poller(stack: Stack) -> None:
+    status, body, _ = stack.invoke(load_event("sessions/create"))
+    assert status == 201
+    session_id = created_session_id(stack)
+    secret = sent_secret(stack)
+
     row = stack.row(session_id)
     assert row is not None
     assert row[SECRET_HASH] == hash_callback_secret(secret)
@@ -153,12 +165,21 @@ def test_create_stores_waiting_with_the_secret_hash_and_sends_klarna_the_tracker
     assert (row["status"], row["updated_at_ms"], row["last_source"]) == ("WAITING", 0, "sessions_api")
     assert row["session_url"] == body["session_url"]
     assert row["expires_at"] == format_timestamp(parse_timestamp(body["expires_at"]))
-    assert POLL_SHARD in row and POLL_DUE_AT in row, "the poller knows it from the first second"
-    # Cost of a create: one Klarna call, one DynamoDB call.
+    assert {POLL_SHARD, POLL_DUE_AT} <= row.keys(), "the poller knows it from the first second"
+    # Cost of a create: one Klarna call (sent_secret took the only one), one DynamoDB call.
     assert stack.dynamodb_calls == ["PutItem"]
-    assert secret not in output.out + output.err
+
+
+def test_create_logs_the_session_and_its_caller_but_never_the_secret(
+    stack: Stack, capfd: pytest.CaptureFixture[str]
+) -> None:
+    capfd.readouterr()
+    status, _, _ = stack.invoke(load_event("sessions/create"))
+    output = capfd.readouterr()
+    assert status == 201
+    assert sent_secret(stack) not in output.out + output.err
     (created,) = [line for line in log_lines(output.out) if line.get("message") == "session created"]
-    assert created["session_id"] == session_id
+    assert created["session_id"] == created_session_id(stack)
     assert created["caller_arn"].endswith("assumed-role/merchant-backend/checkout-service")
 
 

@@ -43,3 +43,8 @@ def klarna_client(
 def in_memory_klarna_client(simulator: KlarnaSimulator) -> KlarnaClient:
     """The client for a simulator that is not started, served in memory (for unit tests: no I/O)."""
     return klarna_client(simulator, pool=simulator.in_process_pool())
+
+
+def klarna_reads(simulator: KlarnaSimulator) -> list[str]:
+    """The ids of the sessions read (Read Session) from the simulator, in the order asked."""
+    return [request.path.rsplit("/", 1)[-1] for request in simulator.requests_to("GET")]

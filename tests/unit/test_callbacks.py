@@ -1,8 +1,8 @@
-"""The callback decision logic with an in-memory fake store and the Klarna simulator served in memory
-(no I/O): the tracker's own KlarnaClient talks to the same Klarna as the integration tests."""
+"""The callback decision logic with the shared in-memory store and the Klarna simulator served in
+memory (no I/O): the tracker's own KlarnaClient talks to the same Klarna as the integration tests."""
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,10 +11,10 @@ from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.callbacks import handle_callback, parse_callback_body
 from hpp_core.errors import BadRequest, DependencyError, Forbidden, NotFound, PayloadTooLarge
 from hpp_core.klarna import KlarnaClient, KlarnaUnavailable
-from hpp_core.models import StatusUpdate
-from hpp_core.repository import SECRET_HASH, WriteOutcome, WriteResult
+from hpp_core.models import KlarnaSession, StatusUpdate, WriteOutcome
 from local.klarna_simulator import KlarnaSimulator
-from tests.support.klarna import in_memory_klarna_client, simulated_klarna
+from tests.support.klarna import klarna_reads
+from tests.support.memory_store import MemorySessionStore
 
 SID = "39a1c773-bafd-754d-af1f-b30c592f1267"
 SECRET = "s3cret-value-for-tests-0000000000000"
@@ -25,41 +25,26 @@ def body(status: Any = "IN_PROGRESS", session_id: str = SID, **extra: Any) -> st
     return json.dumps({"event_id": "e1", "session": session})
 
 
-@dataclass
-class FakeStore:
-    """Answers writes with a scripted outcome and records what it was asked."""
-
-    callback_outcome: WriteOutcome = WriteOutcome.APPLIED
-    item: dict[str, Any] | None = None
-    writes: list[tuple[StatusUpdate, str | None]] = field(default_factory=list)
-
-    def record_status(self, update: StatusUpdate, *, callback_secret_hash: str | None = None) -> WriteResult:
-        self.writes.append((update, callback_secret_hash))
-        outcome = self.callback_outcome if callback_secret_hash else WriteOutcome.APPLIED
-        row = None if outcome is WriteOutcome.UNKNOWN_SESSION else {"status": update.status}
-        return WriteResult(outcome, row)
-
-    def get_item(self, session_id: str, *, consistent: bool = True) -> dict[str, Any] | None:
-        return self.item
+def tracked(secret: str | None = SECRET) -> MemorySessionStore:
+    """A store tracking SID as the sessions API created it: WAITING, with `secret`'s hash on file."""
+    store = MemorySessionStore()
+    secret_hash = hash_callback_secret(secret) if secret is not None else None
+    store.create_session(SID, expires_at=None, session_url=None, callback_secret_hash=secret_hash)
+    return store
 
 
-@pytest.fixture
-def simulator() -> KlarnaSimulator:
-    """Klarna, never started: served in memory through `klarna`."""
-    return simulated_klarna()
-
-
-@pytest.fixture
-def klarna(simulator: KlarnaSimulator) -> KlarnaClient:
-    return in_memory_klarna_client(simulator)
+def status_of(store: MemorySessionStore) -> str | None:
+    session = store.get_session(SID)
+    return None if session is None else session.status
 
 
 def klarna_says(simulator: KlarnaSimulator, status: str, **fields: Any) -> None:
     simulator.add_session(SID, status=status, updated_at="2019-05-13T14:55:00Z", **fields)
 
 
-def klarna_reads(simulator: KlarnaSimulator) -> list[str]:
-    return [request.path.rsplit("/", 1)[-1] for request in simulator.requests_to("GET")]
+def seen(status: str, updated_at: str) -> KlarnaSession:
+    """SID as a status update observed it: what a test records in the store beforehand."""
+    return KlarnaSession(session_id=SID, status=status, updated_at=updated_at)  # type: ignore[arg-type]
 
 
 def query(secret: str | None = SECRET, session_id: str | None = SID) -> dict[str, str]:
@@ -74,58 +59,82 @@ def query(secret: str | None = SECRET, session_id: str | None = SID) -> dict[str
 def test_normal_path_is_one_conditional_write_with_the_secret_hash_and_no_klarna_call(
     simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
-    store = FakeStore()
+    store = tracked()
     result = handle_callback(query(), body(), store=store, klarna=klarna)
-    assert (result.outcome, result.source) == ("applied", "callback")
-    assert len(store.writes) == 1
-    update, presented = store.writes[0]
-    assert presented == hash_callback_secret(SECRET)
-    assert update.source == "callback"
-    assert update.event_id == "e1"
+    assert (result.outcome, result.source, result.status) == ("applied", "callback", "IN_PROGRESS")
+    (write,) = store.writes
+    assert write.callback_secret_hash == hash_callback_secret(SECRET)
+    assert write.update.source == "callback"
+    assert write.update.event_id == "e1"
     assert simulator.requests == []
 
 
-@pytest.mark.parametrize("outcome", [WriteOutcome.STALE, WriteOutcome.DUPLICATE, WriteOutcome.ALREADY_FINAL])
-def test_stale_duplicate_and_post_final_are_accepted(outcome: WriteOutcome, klarna: KlarnaClient) -> None:
-    result = handle_callback(query(), body(), store=FakeStore(outcome), klarna=klarna)
+@pytest.mark.parametrize(
+    ("recorded_before", "outcome"),
+    [
+        (seen("FAILED", "2019-05-13T14:55:00Z"), WriteOutcome.STALE),
+        (seen("IN_PROGRESS", "2019-05-13T14:52:10.120Z"), WriteOutcome.DUPLICATE),
+        (seen("CANCELLED", "2019-05-13T14:51:00Z"), WriteOutcome.ALREADY_FINAL),
+    ],
+)
+def test_stale_duplicate_and_post_final_are_accepted(
+    recorded_before: KlarnaSession, outcome: WriteOutcome, klarna: KlarnaClient
+) -> None:
+    store = tracked()
+    store.record_status(StatusUpdate(session=recorded_before, source="klarna_read"))
+    result = handle_callback(query(), body(), store=store, klarna=klarna)
     assert result.outcome == outcome.value
+    assert status_of(store) == recorded_before.status
 
 
 def test_wrong_secret_is_forbidden_and_klarna_is_not_asked(
     simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
+    store = tracked(secret="another-sessions-secret")
     with pytest.raises(Forbidden):
-        handle_callback(query(), body(), store=FakeStore(WriteOutcome.SECRET_MISMATCH), klarna=klarna)
+        handle_callback(query(), body(), store=store, klarna=klarna)
     assert simulator.requests == []
+    assert status_of(store) == "WAITING"
 
 
-@pytest.mark.parametrize("outcome", [WriteOutcome.UNKNOWN_SESSION, WriteOutcome.NO_SECRET_ON_FILE])
+@pytest.mark.parametrize(
+    ("new_store", "outcome"),
+    [
+        (MemorySessionStore, WriteOutcome.UNKNOWN_SESSION),
+        (lambda: tracked(secret=None), WriteOutcome.NO_SECRET_ON_FILE),
+    ],
+)
 def test_unverifiable_callbacks_are_settled_by_klarnas_answer_not_the_body(
-    outcome: WriteOutcome, simulator: KlarnaSimulator, klarna: KlarnaClient
+    new_store: Callable[[], MemorySessionStore],
+    outcome: WriteOutcome,
+    simulator: KlarnaSimulator,
+    klarna: KlarnaClient,
 ) -> None:
-    store = FakeStore(outcome)
+    store = new_store()
     klarna_says(simulator, "FAILED")
     result = handle_callback(
         query(), body("COMPLETED", authorization_token="forged"), store=store, klarna=klarna
     )
     assert result.source == "klarna_read"
-    recorded, presented = store.writes[-1]
-    assert presented is None
-    assert recorded.status == "FAILED"
-    assert recorded.source == "klarna_read"
+    refused, recorded = store.writes
+    assert refused.outcome is outcome
+    assert recorded.callback_secret_hash is None
+    assert (recorded.update.status, recorded.update.source) == ("FAILED", "klarna_read")
+    assert status_of(store) == "FAILED"
 
 
 def test_unknown_session_that_klarna_does_not_know_is_404(klarna: KlarnaClient) -> None:
-    store = FakeStore(WriteOutcome.UNKNOWN_SESSION)
+    store = MemorySessionStore()
     with pytest.raises(NotFound):
         handle_callback(query(), body(), store=store, klarna=klarna)
-    assert len(store.writes) == 1, "only the refused callback write; nothing stored after Klarna's 404"
+    assert [write.outcome for write in store.writes] == [WriteOutcome.UNKNOWN_SESSION]
+    assert store.get_session(SID) is None, "nothing stored after Klarna's 404"
 
 
 def test_known_session_that_klarna_has_forgotten_is_acknowledged_without_a_write(
     klarna: KlarnaClient,
 ) -> None:
-    store = FakeStore(item={"session_id": SID})
+    store = tracked()
     result = handle_callback(query(), "", store=store, klarna=klarna)
     assert result.outcome == "klarna_not_found"
     assert store.writes == []
@@ -134,7 +143,7 @@ def test_known_session_that_klarna_has_forgotten_is_acknowledged_without_a_write
 def test_klarna_failure_propagates_so_the_caller_answers_5xx(
     simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
-    store = FakeStore(WriteOutcome.UNKNOWN_SESSION)
+    store = MemorySessionStore()
     simulator.fail_always("GET", None, status=503)
     with pytest.raises(KlarnaUnavailable):
         handle_callback(query(), body(), store=store, klarna=klarna)
@@ -144,7 +153,7 @@ def test_klarna_failure_propagates_so_the_caller_answers_5xx(
 def test_empty_or_unparsable_body_with_a_valid_secret_reads_klarna(
     raw: str | bytes | None, simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
-    store = FakeStore(item={"session_id": SID, SECRET_HASH: hash_callback_secret(SECRET)})
+    store = tracked()
     klarna_says(simulator, "IN_PROGRESS")
     result = handle_callback(query(), raw, store=store, klarna=klarna)
     assert result.source == "klarna_read"
@@ -154,7 +163,7 @@ def test_empty_or_unparsable_body_with_a_valid_secret_reads_klarna(
 def test_empty_body_with_a_wrong_secret_is_forbidden_before_any_klarna_call(
     simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
-    store = FakeStore(item={"session_id": SID, SECRET_HASH: hash_callback_secret(SECRET)})
+    store = tracked()
     klarna_says(simulator, "IN_PROGRESS")
     with pytest.raises(Forbidden):
         handle_callback(query(secret="wrong"), "", store=store, klarna=klarna)
@@ -162,7 +171,7 @@ def test_empty_body_with_a_wrong_secret_is_forbidden_before_any_klarna_call(
 
 
 def test_missing_secret_on_a_session_with_one_on_file_is_forbidden(klarna: KlarnaClient) -> None:
-    store = FakeStore(item={"session_id": SID, SECRET_HASH: hash_callback_secret(SECRET)})
+    store = tracked()
     with pytest.raises(Forbidden, match="secret"):
         handle_callback(query(secret=None), body(), store=store, klarna=klarna)
     assert store.writes == []
@@ -171,7 +180,7 @@ def test_missing_secret_on_a_session_with_one_on_file_is_forbidden(klarna: Klarn
 def test_missing_secret_on_an_unknown_session_is_settled_by_klarna(
     simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
-    store = FakeStore(item=None)
+    store = MemorySessionStore()
     klarna_says(simulator, "WAITING")
     assert handle_callback(query(secret=None), body(), store=store, klarna=klarna).source == "klarna_read"
 
@@ -192,7 +201,7 @@ def test_missing_secret_on_an_unknown_session_is_settled_by_klarna(
 def test_malformed_requests_are_400_and_write_nothing(
     q: dict[str, str], raw: str, message: str, simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
-    store = FakeStore()
+    store = tracked()
     with pytest.raises(BadRequest, match=message):
         handle_callback(q, raw, store=store, klarna=klarna)
     assert store.writes == []
@@ -214,14 +223,14 @@ def test_oversize_body_is_refused() -> None:
 def test_completed_without_token_or_order_id_is_settled_by_klarna_after_the_secret_check(
     simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
-    store = FakeStore(item={"session_id": SID, SECRET_HASH: hash_callback_secret(SECRET)})
+    store = tracked()
     klarna_says(simulator, "COMPLETED", authorization_token="from-klarna")
     result = handle_callback(query(), body("COMPLETED"), store=store, klarna=klarna)
     assert result.source == "klarna_read"
-    recorded, presented = store.writes[-1]
-    assert presented is None
-    assert recorded.session.authorization_token is not None
-    assert recorded.session.authorization_token.get_secret_value() == "from-klarna"
+    recorded = store.writes[-1]
+    assert recorded.callback_secret_hash is None
+    assert recorded.update.session.authorization_token is not None
+    assert recorded.update.session.authorization_token.get_secret_value() == "from-klarna"
     with pytest.raises(Forbidden):
         handle_callback(query(secret="wrong"), body("COMPLETED"), store=store, klarna=klarna)
 
@@ -230,9 +239,10 @@ def test_klarna_refusing_the_trackers_read_is_a_5xx_not_a_4xx_to_klarna(
     simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
     # A 4xx would tell Klarna its callback was malformed and could stop its retries.
-    store = FakeStore(WriteOutcome.UNKNOWN_SESSION)
+    store = MemorySessionStore()
     simulator.fail_next("GET", None, status=422)
     with pytest.raises(DependencyError) as caught:
         handle_callback(query(), body(), store=store, klarna=klarna)
     assert caught.value.status_code >= 500
-    assert len(store.writes) == 1, "nothing recorded after the refused read"
+    assert [write.outcome for write in store.writes] == [WriteOutcome.UNKNOWN_SESSION]
+    assert store.get_session(SID) is None, "nothing recorded after the refused read"

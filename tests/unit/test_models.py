@@ -1,7 +1,14 @@
 import pytest
 from pydantic import ValidationError
 
-from hpp_core.models import CallbackBody, KlarnaSession, StatusUpdate, describe_validation_error
+from hpp_core.models import (
+    CallbackBody,
+    KlarnaSession,
+    StatusUpdate,
+    TrackedSession,
+    describe_validation_error,
+    is_session_id,
+)
 
 TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
 
@@ -73,3 +80,38 @@ def test_status_update_exposes_normalised_times() -> None:
     assert update.updated_at == "2019-05-13T14:54:04.000Z"
     assert update.updated_at_ms == 1557759244000
     assert update.is_final
+
+
+@pytest.mark.parametrize("value", ["abc\n", "a/b", "", "x" * 129, "a b", "a.b", "é"])
+def test_an_id_from_a_url_is_checked_as_strictly_as_a_models(value: str) -> None:
+    assert not is_session_id(value)
+    with pytest.raises(ValidationError):
+        KlarnaSession.model_validate(session(session_id=value))
+
+
+def test_a_tracked_sessions_dump_never_holds_its_secret_hash_or_ordering_key() -> None:
+    tracked = TrackedSession.model_validate(
+        {
+            "session_id": "s1",
+            "status": "WAITING",
+            "updated_at": "2019-05-13T16:54:04+02:00",
+            "updated_at_ms": 0,
+            "callback_secret_hash": "f" * 64,
+        }
+    )
+    assert tracked.model_dump(mode="json") == {
+        "session_id": "s1",
+        "status": "WAITING",
+        "updated_at": "2019-05-13T14:54:04.000Z",
+        "expires_at": None,
+        "authorization_token": None,
+        "order_id": None,
+        "klarna_reference": None,
+        "session_url": None,
+        "last_event_id": None,
+        "last_source": None,
+        "recorded_at": None,
+    }
+    assert "f" * 64 not in repr(tracked)
+    assert tracked.accepts_callback_secret("f" * 64)
+    assert not tracked.accepts_callback_secret("e" * 64)

@@ -1,15 +1,15 @@
-"""The poller's pure rules, its settings, and its run loop with in-memory fakes (no I/O)."""
+"""The poller's pure rules, its settings, and its run loop on the shared in-memory store and the Klarna
+simulator served in memory (no I/O)."""
 
-import threading
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from hpp_core.klarna import KlarnaUnavailable
-from hpp_core.models import KlarnaSession, StatusUpdate
+from hpp_core.klarna import KlarnaClient
+from hpp_core.models import DuePage
 from hpp_core.poller import (
     PollerSettings,
     PollOutcome,
@@ -20,12 +20,15 @@ from hpp_core.poller import (
     expired_update,
     from_epoch_millis,
     poll_interval_seconds,
+    poll_session,
     run_poll,
 )
-from hpp_core.repository import DuePage, DueSession, WriteOutcome, WriteResult
 from hpp_core.settings import ConfigurationError
 from hpp_core.statuses import Status
 from hpp_core.timestamps import to_epoch_millis
+from local.klarna_simulator import KlarnaSimulator
+from tests.support.klarna import klarna_reads, simulated_klarna
+from tests.support.memory_store import MemorySessionStore
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 EXPIRES = datetime(2026, 3, 4, 11, 0, tzinfo=UTC)
@@ -115,79 +118,41 @@ class TestSettings:
             PollerSettings.from_environment(env)
 
 
-# -- the run loop, with in-memory fakes -----------------------------------------------------------
+# -- the run loop, on the in-memory store ----------------------------------------------------------
+
+FIRST_DELAY = timedelta(seconds=60)
 
 
-def due(session_id: str, minutes_late: float = 1, **fields: Any) -> DueSession:
-    values: dict[str, Any] = {
-        "session_id": session_id,
-        "poll_shard": "00",
-        "poll_due_at": to_epoch_millis(NOW - timedelta(minutes=minutes_late)),
-        "poll_attempts": 0,
-        "poll_not_found": 0,
-        "status": "WAITING",
-        "updated_at_ms": 0,
-        "expires_at": EXPIRES,
-    } | fields
-    return DueSession(**values)
+def store_with(*late: tuple[str, float], shards: int = 1) -> MemorySessionStore:
+    """Sessions created by the tracker, each due `minutes` before NOW (the store's clock is NOW after)."""
+    store = MemorySessionStore(poll_shards=shards)
+    for session_id, minutes in late:
+        store.clock = fixed(NOW - timedelta(minutes=minutes) - FIRST_DELAY)
+        store.create_session(session_id, expires_at=EXPIRES, session_url=None, callback_secret_hash=None)
+    store.clock = fixed(NOW)
+    return store
 
 
-class MemoryStore:
-    """Enough of SessionRepository for the run loop: pages from a list; writes recorded, all applied."""
-
-    def __init__(self, sessions: list[DueSession], shards: int = 1) -> None:
-        self.sessions = sessions
-        self.shards = shards
-        self.recorded: list[StatusUpdate] = []
-        self.rescheduled: dict[str, int] = {}
-        self.lock = threading.Lock()
-
-    @property
-    def poll_shard_ids(self) -> list[str]:
-        return [f"{n:02d}" for n in range(self.shards)]
-
-    def due_sessions_page(
-        self, shard: str, *, due_by_ms: int, limit: int, start_key: Mapping[str, Any] | None = None
-    ) -> DuePage:
-        matching = sorted(
-            (s for s in self.sessions if s.poll_shard == shard and s.poll_due_at <= due_by_ms),
-            key=lambda s: s.poll_due_at,
-        )
-        offset = int(start_key["offset"]) if start_key else 0
-        page = matching[offset : offset + limit]
-        more = offset + limit < len(matching)
-        return DuePage(page, len(page), {"offset": offset + limit} if more else None)
-
-    def record_status(self, update: StatusUpdate, *, callback_secret_hash: str | None = None) -> WriteResult:
-        with self.lock:
-            self.recorded.append(update)
-        return WriteResult(WriteOutcome.APPLIED, {"status": update.status})
-
-    def reschedule_poll(self, due: DueSession, *, next_due_at_ms: int, not_found: int = 0) -> bool:
-        with self.lock:
-            self.rescheduled[due.session_id] = next_due_at_ms
-        return True
-
-    def stop_polling(self, due: DueSession) -> bool:
-        return True
+def fixed(moment: datetime) -> Callable[[], datetime]:
+    return lambda: moment
 
 
-class ScriptedKlarna:
-    def __init__(self, failures: Mapping[str, Exception] | None = None) -> None:
-        self.failures = dict(failures or {})
-        self.reads: list[str] = []
-        self.lock = threading.Lock()
+def status_of(store: MemorySessionStore, session_id: str) -> str | None:
+    session = store.get_session(session_id)
+    return None if session is None else session.status
 
-    def read_session(self, session_id: str) -> KlarnaSession:
-        with self.lock:
-            self.reads.append(session_id)
-        if session_id in self.failures:
-            raise self.failures[session_id]
-        return KlarnaSession(
-            session_id=session_id,
-            status="IN_PROGRESS",
-            updated_at=NOW - timedelta(seconds=5),
-            expires_at=EXPIRES,
+
+@pytest.fixture
+def simulator() -> KlarnaSimulator:
+    """Klarna with its clock standing at NOW."""
+    return simulated_klarna(clock=lambda: NOW)
+
+
+def klarna_knows(simulator: KlarnaSimulator, *session_ids: str) -> None:
+    """Klarna has each session IN_PROGRESS since 5 s ago: news for the tracker, which has it WAITING."""
+    for session_id in session_ids:
+        simulator.add_session(
+            session_id, status="IN_PROGRESS", updated_at=NOW - timedelta(seconds=5), expires_at=EXPIRES
         )
 
 
@@ -195,73 +160,103 @@ FAST = PollPolicy(concurrency=3, rate_per_second=1000, time_margin_seconds=1)
 
 
 def run(
-    store: MemoryStore, klarna: ScriptedKlarna, policy: PollPolicy = FAST, remaining_ms: int = 60_000
+    store: MemorySessionStore, klarna: KlarnaClient, policy: PollPolicy = FAST, remaining_ms: int = 60_000
 ) -> Any:
     return run_poll(store, klarna, policy=policy, remaining_time_ms=lambda: remaining_ms, clock=lambda: NOW)
 
 
 def test_due_sessions_come_oldest_first_over_all_shards_page_by_page() -> None:
-    sessions = [due(f"s{n}", minutes_late=n, poll_shard=f"{n % 3:02d}") for n in range(1, 10)]
+    store = store_with(*((f"s{n}", n) for n in range(1, 10)), shards=3)
     pages: list[DuePage] = []
-    found = due_sessions(
-        MemoryStore(sessions, shards=3), due_by_ms=to_epoch_millis(NOW), page_size=2, on_page=pages.append
-    )
+    found = due_sessions(store, due_by_ms=to_epoch_millis(NOW), page_size=2, on_page=pages.append)
     first = next(found)
     assert first.session_id == "s9"
     assert len(pages) == 3, "one page per shard to start with: nothing is read ahead of need"
-    assert [first.session_id] + [d.session_id for d in found] == [f"s{n}" for n in range(9, 0, -1)]
+    rest = list(found)
+    assert [first.session_id] + [d.session_id for d in rest] == [f"s{n}" for n in range(9, 0, -1)]
+    assert {d.poll_shard for d in [first, *rest]} == {"00", "01", "02"}, "the sessions span every shard"
     assert sum(page.scanned_count for page in pages) == 9
 
 
-def test_a_run_polls_every_due_session_and_reports_its_lag() -> None:
-    sessions = [due(f"s{n}", minutes_late=n, poll_shard=f"{n % 3:02d}") for n in range(1, 10)]
-    klarna = ScriptedKlarna()
-    report = run(MemoryStore(sessions, shards=3), klarna, replace(FAST, page_size=2))
-    assert sorted(klarna.reads) == sorted(f"s{n}" for n in range(1, 10))
+def test_a_run_polls_every_due_session_and_reports_its_lag(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    store = store_with(*((f"s{n}", n) for n in range(1, 10)), shards=3)
+    klarna_knows(simulator, *(f"s{n}" for n in range(1, 10)))
+    report = run(store, klarna, replace(FAST, page_size=2))
+    assert sorted(klarna_reads(simulator)) == sorted(f"s{n}" for n in range(1, 10))
     assert report.due == report.index_items_read == 9
     assert report.outcomes[PollOutcome.CHANGED] == 9
     assert report.oldest_due_lag_seconds == pytest.approx(9 * 60)
     assert report.stopped is None
+    assert {status_of(store, f"s{n}") for n in range(1, 10)} == {"IN_PROGRESS"}
 
 
-def test_nothing_due_is_a_quiet_run() -> None:
-    report = run(MemoryStore([due("later", minutes_late=-5)]), ScriptedKlarna())
+def test_nothing_due_is_a_quiet_run(simulator: KlarnaSimulator, klarna: KlarnaClient) -> None:
+    klarna_knows(simulator, "later")
+    report = run(store_with(("later", -5)), klarna)
     assert (report.due, report.index_items_read, report.oldest_due_lag_seconds) == (0, 0, 0.0)
+    assert simulator.requests == []
 
 
-def test_a_bug_on_one_session_costs_that_session_only() -> None:
-    klarna = ScriptedKlarna({"s2": RuntimeError("boom")})
-    report = run(MemoryStore([due("s1"), due("s2"), due("s3")]), klarna)
+def test_a_bug_on_one_session_costs_that_session_only(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    store = store_with(("s1", 1), ("s2", 1), ("s3", 1))
+    klarna_knows(simulator, "s1", "s2", "s3")
+    store.fail_next("record_status", RuntimeError("boom"))  # whichever session is recorded first
+    report = run(store, klarna)
     assert report.errors == {"Unexpected": 1}
     assert report.outcomes[PollOutcome.CHANGED] == 2
-    assert [p.session_id for p in report.problems] == ["s2"]
+    (problem,) = report.problems
+    assert status_of(store, problem.session_id) == "WAITING"
+    assert {status_of(store, s) for s in {"s1", "s2", "s3"} - {problem.session_id}} == {"IN_PROGRESS"}
 
 
-def test_a_klarna_error_backs_the_session_off() -> None:
-    store = MemoryStore([due("s1", poll_attempts=2)])
-    report = run(store, ScriptedKlarna({"s1": KlarnaUnavailable("down", http_status=503)}))
+def test_a_klarna_error_backs_the_session_off(simulator: KlarnaSimulator, klarna: KlarnaClient) -> None:
+    store = store_with(("s1", 1))
+    for _ in range(2):  # two polls that found nothing new
+        (due,) = store.due_sessions_page("00", due_by_ms=to_epoch_millis(NOW), limit=10).sessions
+        assert store.reschedule_poll(due, next_due_at_ms=to_epoch_millis(NOW) - 1)
+    klarna_knows(simulator, "s1")
+    simulator.fail_next("GET", simulator.session_url("s1"), status=503)
+    report = run(store, klarna)
     assert report.errors == {"KlarnaUnavailable": 1}
     assert report.outcomes[PollOutcome.ERROR] == 1
-    assert store.rescheduled == {"s1": to_epoch_millis(NOW) + poll_interval_seconds(3) * 1000}
+    backed_off = store.due_entry("s1")
+    assert backed_off is not None
+    assert (backed_off.poll_due_at, backed_off.poll_attempts) == (
+        to_epoch_millis(NOW) + poll_interval_seconds(3) * 1000,
+        3,
+    )
 
 
-def test_no_time_left_means_no_session_is_started() -> None:
-    klarna = ScriptedKlarna()
-    report = run(MemoryStore([due("s1")]), klarna, remaining_ms=500)
-    assert klarna.reads == []
+def test_no_time_left_means_no_session_is_started(simulator: KlarnaSimulator, klarna: KlarnaClient) -> None:
+    klarna_knows(simulator, "s1")
+    report = run(store_with(("s1", 1)), klarna, remaining_ms=500)
+    assert simulator.requests == []
     assert report.stopped is StopReason.TIME_BUDGET
     assert report.due == 0
 
 
-def test_a_session_final_in_the_index_copy_is_not_polled() -> None:
-    klarna = ScriptedKlarna()
-    report = run(MemoryStore([due("s1", status=Status.COMPLETED.value)]), klarna)
-    assert klarna.reads == []
-    assert report.outcomes == {PollOutcome.SUPERSEDED: 1}
+def test_a_session_final_in_the_index_copy_is_not_polled(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    store = store_with(("s1", 1))
+    klarna_knows(simulator, "s1")
+    due = store.due_entry("s1")
+    assert due is not None
+    result = poll_session(
+        replace(due, status=Status.COMPLETED.value), store=store, klarna=klarna, policy=FAST
+    )
+    assert simulator.requests == []
+    assert result.outcome is PollOutcome.SUPERSEDED
+    assert store.writes == []
 
 
-def test_summary_is_json_friendly() -> None:
-    report = run(MemoryStore([due("s1")]), ScriptedKlarna())
+def test_summary_is_json_friendly(simulator: KlarnaSimulator, klarna: KlarnaClient) -> None:
+    klarna_knows(simulator, "s1")
+    report = run(store_with(("s1", 1)), klarna)
     summary = report.summary()
     assert summary["outcomes"] == {"changed": 1}
     assert summary["read_from_klarna"] == 1

@@ -1,9 +1,8 @@
-"""The sessions API's decisions with an in-memory fake store and the Klarna simulator served in memory
-(no I/O): the tracker's own KlarnaClient talks to the same Klarna as the integration tests."""
+"""The sessions API's decisions with the shared in-memory store and the Klarna simulator served in
+memory (no I/O): the tracker's own KlarnaClient talks to the same Klarna as the integration tests."""
 
 import base64
 import json
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -22,10 +21,9 @@ from hpp_core.errors import (
 )
 from hpp_core.http import error_response
 from hpp_core.klarna import KlarnaClient, KlarnaUnavailable
-from hpp_core.models import KlarnaSession, StatusUpdate
-from hpp_core.repository import WriteOutcome, WriteResult
+from hpp_core.models import KlarnaSession, StatusUpdate, WriteOutcome
+from hpp_core.request_body import MAX_BODY_BYTES
 from hpp_core.sessions import (
-    MAX_BODY_BYTES,
     SessionsSettings,
     callback_url,
     create_session,
@@ -37,7 +35,8 @@ from hpp_core.sessions import (
 )
 from hpp_core.settings import ConfigurationError
 from local.klarna_simulator import KlarnaSimulator
-from tests.support.klarna import in_memory_klarna_client, simulated_klarna
+from tests.support.klarna import simulated_klarna
+from tests.support.memory_store import MemorySessionStore
 
 SID = "39a1c773-bafd-754d-af1f-b30c592f1267"
 KP = "https://api.playground.klarna.com/payments/v1/sessions/0b1d9815-165e-42e2-8867-35bc03789e00"
@@ -218,52 +217,52 @@ def test_retry_settings_make_the_policy() -> None:
         settings(KLARNA_RETRY_ATTEMPTS="0")
 
 
-# -- fakes --------------------------------------------------------------------------------------------
+# -- Klarna and the store -----------------------------------------------------------------------------
 
 
 @pytest.fixture
 def simulator() -> KlarnaSimulator:
-    """Klarna, never started: served in memory through `klarna`; its clock stands at NOW."""
+    """Klarna with its clock standing at NOW."""
     return simulated_klarna(clock=lambda: NOW)
-
-
-@pytest.fixture
-def klarna(simulator: KlarnaSimulator) -> KlarnaClient:
-    return in_memory_klarna_client(simulator)
 
 
 def klarna_calls(simulator: KlarnaSimulator) -> list[str]:
     return [request.method for request in simulator.requests]
 
 
-@dataclass
-class FakeStore:
-    item: dict[str, Any] | None = None
-    create_error: Exception | None = None
-    outcomes: list[tuple[WriteOutcome, dict[str, Any] | None]] = field(default_factory=list)
-    created: list[dict[str, Any]] = field(default_factory=list)
-    writes: list[StatusUpdate] = field(default_factory=list)
-
-    def create_session(self, session_id: str, **fields: Any) -> dict[str, Any]:
-        if self.create_error is not None:
-            raise self.create_error
-        self.created.append({"session_id": session_id, **fields})
-        return self.created[-1]
-
-    def record_status(self, update: StatusUpdate, *, callback_secret_hash: str | None = None) -> WriteResult:
-        self.writes.append(update)
-        if self.outcomes:
-            return WriteResult(*self.outcomes.pop(0))
-        row = {"session_id": update.session_id, "status": update.status, "updated_at": update.updated_at}
-        return WriteResult(WriteOutcome.APPLIED, row)
-
-    def get_item(self, session_id: str, *, consistent: bool = True) -> dict[str, Any] | None:
-        return self.item
-
-
 def created_id(simulator: KlarnaSimulator) -> str:
     (session_id,) = simulator.session_ids()
     return session_id
+
+
+def first_created_id() -> str:
+    """The id a fresh test simulator gives the first session created on it (the same seed gives the
+    same ids), for a store that must hold that session before the tracker stores it."""
+    return simulated_klarna().add_session()["session_id"]
+
+
+def session(status: str, updated_at: str = "2026-11-21T10:00:00.000Z", **fields: Any) -> KlarnaSession:
+    return KlarnaSession.model_validate(
+        {"session_id": SID, "status": status, "updated_at": updated_at, **fields}
+    )
+
+
+def observed(status: str, updated_at: str, source: Any = "callback", session_id: str = SID) -> StatusUpdate:
+    return StatusUpdate(session=session(status, updated_at, session_id=session_id), source=source)
+
+
+def store_with(
+    status: str, updated_at: str = "2026-11-21T10:00:00.000Z", session_id: str = SID
+) -> MemorySessionStore:
+    """A store in which `session_id`'s last recorded status is `status`."""
+    store = MemorySessionStore(clock=lambda: NOW)
+    store.record_status(observed(status, updated_at, session_id=session_id))
+    return store
+
+
+def status_of(store: MemorySessionStore) -> str | None:
+    stored = store.get_session(SID)
+    return None if stored is None else stored.status
 
 
 # -- create -------------------------------------------------------------------------------------------
@@ -272,36 +271,38 @@ def created_id(simulator: KlarnaSimulator) -> str:
 def test_create_sends_a_fresh_secret_each_time_and_stores_only_its_hash(
     simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
-    store = FakeStore()
     request = parse_create_request(request_body())
+    store = MemorySessionStore()
+    stored = []
     for _ in range(2):
         result = create_session(request, callback_url=CALLBACK, klarna=klarna, store=store)
         assert not result.already_tracked
+        stored.append(store.get_session(result.session_id))
     urls = [sent.json["merchant_urls"]["status_update"] for sent in simulator.requests_to("POST")]
     secrets = [dict(parse_qsl(urlsplit(url).query))["secret"] for url in urls]
     assert secrets[0] != secrets[1]
-    assert [row["callback_secret_hash"] for row in store.created] == [
-        hash_callback_secret(s) for s in secrets
-    ]
-    assert store.created[0]["expires_at"] == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-    assert all(secret not in json.dumps(row, default=str) for secret in secrets for row in store.created)
+    assert [row.callback_secret_hash for row in stored if row] == [hash_callback_secret(s) for s in secrets]
+    assert [(row.status, row.expires_at) for row in stored if row] == [
+        ("WAITING", datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
+    ] * 2
+    assert all(secret not in str(vars(row)) for secret in secrets for row in stored)
 
 
 def test_when_klarna_fails_nothing_is_stored(simulator: KlarnaSimulator, klarna: KlarnaClient) -> None:
     simulator.fail_next("POST", None, status=500)
-    store = FakeStore()
+    store = MemorySessionStore()
     with pytest.raises(KlarnaUnavailable):
         create_session(
             parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
         )
-    assert store.created == []
+    assert store.session_ids() == []
 
 
 def test_klarna_404_on_create_blames_the_payment_session_url_and_keeps_klarnas_details(
     simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
     simulator.fail_next("POST", None, status=404, body={"correlation_id": "c-404"})
-    store = FakeStore()
+    store = MemorySessionStore()
     with pytest.raises(BadRequest) as raised:
         create_session(
             parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
@@ -318,7 +319,8 @@ def test_klarna_404_on_create_blames_the_payment_session_url_and_keeps_klarnas_d
 def test_a_store_failure_after_klarna_created_the_session_names_the_session(
     failure: Exception, simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
-    store = FakeStore(create_error=failure)
+    store = MemorySessionStore()
+    store.fail_next("create_session", failure)
     with pytest.raises(SessionNotTracked) as raised:
         create_session(
             parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
@@ -333,12 +335,16 @@ def test_a_store_failure_after_klarna_created_the_session_names_the_session(
 def test_a_session_already_tracked_when_stored_is_still_a_success(
     simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
-    store = FakeStore(create_error=Conflict("session is already tracked"))
+    # Its first callback, confirmed by Klarna, was stored first.
+    store = store_with("IN_PROGRESS", session_id=first_created_id())
     result = create_session(
         parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
     )
     assert result.already_tracked
-    assert result.created.body["session_id"] == created_id(simulator)
+    assert result.created.body["session_id"] == created_id(simulator) == first_created_id()
+    stored = store.get_session(created_id(simulator))
+    assert stored is not None
+    assert stored.status == "IN_PROGRESS"
 
 
 # -- track and read -----------------------------------------------------------------------------------
@@ -348,10 +354,10 @@ def test_track_records_klarnas_answer_as_the_sessions_api(
     simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
     simulator.add_session(SID, status="IN_PROGRESS")
-    store = FakeStore()
+    store = MemorySessionStore()
     result = track_session(SID, klarna=klarna, store=store)
-    (update,) = store.writes
-    assert (update.source, update.status) == ("sessions_api", "IN_PROGRESS")
+    (write,) = store.writes
+    assert (write.update.source, write.update.status) == ("sessions_api", "IN_PROGRESS")
     assert (result.outcome, result.session.status) == (WriteOutcome.APPLIED, "IN_PROGRESS")
 
 
@@ -359,7 +365,7 @@ def test_track_records_klarnas_answer_as_the_sessions_api(
 def test_invalid_session_ids_are_refused_before_anything_is_asked(
     bad: str, simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
-    store = FakeStore()
+    store = MemorySessionStore()
     for operation in (
         lambda: track_session(bad, klarna=klarna, store=store),
         lambda: tracked_session(bad, store=store),
@@ -368,32 +374,33 @@ def test_invalid_session_ids_are_refused_before_anything_is_asked(
         with pytest.raises(BadRequest):
             operation()
     assert simulator.requests == []
+    assert store.writes == []
 
 
 def test_read_of_an_untracked_session_is_404() -> None:
     with pytest.raises(NotFound):
-        tracked_session(SID, store=FakeStore())
+        tracked_session(SID, store=MemorySessionStore())
 
 
 def test_the_view_reveals_the_token_to_the_caller_but_never_the_hash() -> None:
-    row = {
-        "session_id": SID,
-        "status": "COMPLETED",
-        "updated_at": "2026-11-21T10:00:00.000Z",
-        "authorization_token": "tok-1",
-        "callback_secret_sha256": "abc",
-        "poll_shard": "01",
-        "updated_at_ms": 1,
-    }
-    store = FakeStore(item=row)
+    store = MemorySessionStore(clock=lambda: NOW)
+    secret_hash = hash_callback_secret("the-secret")
+    store.create_session(SID, expires_at=None, session_url=None, callback_secret_hash=secret_hash)
+    completed = session("COMPLETED", authorization_token="tok-1")
+    store.record_status(StatusUpdate(session=completed, source="callback", event_id="e-1"))
     view = session_view(tracked_session(SID, store=store))
     assert view == {
         "session_id": SID,
         "status": "COMPLETED",
         "updated_at": "2026-11-21T10:00:00.000Z",
         "authorization_token": "tok-1",
+        "last_event_id": "e-1",
+        "last_source": "callback",
+        "recorded_at": "2026-11-21T10:00:00.000Z",
     }
+    assert secret_hash not in json.dumps(view)
     assert "tok-1" not in repr(tracked_session(SID, store=store))
+    assert secret_hash not in repr(tracked_session(SID, store=store))
 
 
 # -- disable ------------------------------------------------------------------------------------------
@@ -403,51 +410,62 @@ def test_disable_records_klarnas_own_disabled_when_the_read_back_shows_it(
     simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
     simulator.add_session(SID, status="IN_PROGRESS", updated_at="2026-11-21T09:00:00.000Z")
-    store = FakeStore()
+    store = MemorySessionStore()
     result = disable_session(SID, klarna=klarna, store=store, now=lambda: NOW)
     assert (result.outcome, result.recorded_from) == ("disabled", "klarna_read")
     assert klarna_calls(simulator) == ["DELETE", "GET"]
     disabled = KlarnaSession.model_validate(simulator.read_body(SID))
     assert (disabled.status, disabled.updated_at) == ("DISABLED", NOW)
-    assert store.writes[0].session == disabled
+    assert store.writes[0].update.session == disabled
+    assert status_of(store) == "DISABLED"
 
 
 def test_a_newer_observation_recorded_meanwhile_makes_the_stamp_move_after_it(
     simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
-    stored = {"session_id": SID, "status": "IN_PROGRESS", "updated_at_ms": 1_000}
-    raced: dict[str, Any] = {"session_id": SID, "status": "BACK", "updated_at_ms": 9_999_999_999_999}
+    store = store_with("IN_PROGRESS", "1970-01-01T00:00:01.000Z")
+    raced = observed("BACK", "2286-11-20T17:46:39.999Z")  # 9_999_999_999_999 ms
+    store.before_next_writes(raced)
     simulator.add_session(SID, status="IN_PROGRESS")
     simulator.fail_always("GET", None, status=503)  # the read-back fails
-    store = FakeStore(item=stored, outcomes=[(WriteOutcome.STALE, raced)])
     result = disable_session(SID, klarna=klarna, store=store, now=lambda: NOW)
     assert result.recorded_from == "tracker_clock"
     assert result.read_back_error is not None
-    first, second = (update.updated_at_ms for update in store.writes)
-    assert first == max(1_001, int(NOW.timestamp() * 1000))
-    assert second == raced["updated_at_ms"] + 1
-    assert all(update.status == "DISABLED" for update in store.writes)
+    first, second = store.writes[1:]
+    assert first.update.updated_at_ms == max(1_001, int(NOW.timestamp() * 1000))
+    assert first.outcome is WriteOutcome.STALE
+    assert (second.update.updated_at_ms, second.outcome) == (raced.updated_at_ms + 1, WriteOutcome.APPLIED)
+    assert all(write.update.status == "DISABLED" for write in store.writes[1:])
+    assert status_of(store) == "DISABLED"
 
 
 def test_a_session_that_keeps_changing_is_a_retryable_error_not_a_false_success(
     simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
-    raced = {"session_id": SID, "status": "BACK", "updated_at_ms": 5}
+    store = store_with("IN_PROGRESS")
+    # Each lands just before one of the tracker's DISABLED writes, and is newer than it.
+    store.before_next_writes(
+        observed("BACK", "2026-11-21T11:00:00.000Z"),
+        observed("FAILED", "2026-11-21T12:00:00.000Z"),
+        observed("BACK", "2026-11-21T13:00:00.000Z"),
+    )
     simulator.add_session(SID, status="IN_PROGRESS")
     simulator.fail_always("GET", None, status=503)  # the read-back fails
-    store = FakeStore(outcomes=[(WriteOutcome.STALE, raced)] * 3)
     with pytest.raises(StorageUnavailable):
         disable_session(SID, klarna=klarna, store=store, now=lambda: NOW)
+    assert [write.outcome for write in store.writes[1:]] == [WriteOutcome.STALE] * 3
+    assert status_of(store) == "BACK"
 
 
 @pytest.mark.parametrize("final", ["COMPLETED", "CANCELLED", "EXPIRED"])
 def test_a_session_final_in_the_table_is_409_without_asking_klarna(
     final: str, simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
-    store = FakeStore(item={"session_id": SID, "status": final})
+    store = store_with(final)
     with pytest.raises(Conflict, match=final):
         disable_session(SID, klarna=klarna, store=store)
     assert simulator.requests == []
+    assert status_of(store) == final
 
 
 def test_klarnas_400_with_an_unreadable_session_is_still_409(
@@ -456,7 +474,7 @@ def test_klarnas_400_with_an_unreadable_session_is_still_409(
     simulator.add_session(SID, status="IN_PROGRESS")
     simulator.fail_next("DELETE", None, status=400, body={"correlation_id": "c-1"})
     simulator.fail_always("GET", None, status=503)
-    store = FakeStore()
+    store = MemorySessionStore()
     with pytest.raises(Conflict) as raised:
         disable_session(SID, klarna=klarna, store=store)
     assert store.writes == []
@@ -468,7 +486,7 @@ def test_klarnas_400_for_a_session_already_disabled_there_is_a_success(
 ) -> None:
     simulator.add_session(SID, status="DISABLED")
     simulator.fail_next("DELETE", None, status=400)  # where Klarna's own answer would be a 204
-    store = FakeStore()
+    store = MemorySessionStore()
     result = disable_session(SID, klarna=klarna, store=store)
     assert (result.outcome, result.recorded_from) == ("already_disabled", "klarna_read")
-    assert [update.status for update in store.writes] == ["DISABLED"]
+    assert [write.update.status for write in store.writes] == ["DISABLED"]

@@ -1,1 +1,1 @@
-"""hpp-tracker's shared core: models, lifecycle rules, repository and Klarna client."""
+"""hpp-tracker's shared core: models, lifecycle rules, ports, repository, Klarna client, publisher."""

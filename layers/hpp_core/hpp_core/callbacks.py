@@ -5,42 +5,23 @@ session, empty body, session tracked without a secret) is settled by asking Klar
 body: an unsigned request can only ever make the tracker *read* the truth.
 """
 
-import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-from pydantic import ValidationError
+from typing import Any
 
 from hpp_core.callback_secrets import MAX_SECRET_LENGTH, SECRET_PARAM, SESSION_ID_PARAM, hash_callback_secret
-from hpp_core.callback_secrets import hashes_match as secret_hashes_match
-from hpp_core.errors import BadRequest, DependencyError, Forbidden, NotFound, PayloadTooLarge
+from hpp_core.errors import BadRequest, DependencyError, Forbidden, NotFound
 from hpp_core.klarna import KlarnaNotFound, KlarnaRejected
 from hpp_core.models import (
-    SESSION_ID_PATTERN,
+    ACCEPTED_OUTCOMES,
     CallbackBody,
-    KlarnaSession,
     StatusUpdate,
-    describe_validation_error,
+    TrackedSession,
+    WriteOutcome,
+    is_session_id,
 )
-from hpp_core.repository import ACCEPTED_OUTCOMES, SECRET_HASH, WriteOutcome, WriteResult
-
-MAX_BODY_BYTES = 64 * 1024
-
-_SESSION_ID = re.compile(SESSION_ID_PATTERN)
-
-
-class SessionStore(Protocol):
-    def record_status(
-        self, update: StatusUpdate, *, callback_secret_hash: str | None = None
-    ) -> WriteResult: ...
-
-    def get_item(self, session_id: str, *, consistent: bool = True) -> dict[str, Any] | None: ...
-
-
-class SessionReader(Protocol):
-    def read_session(self, session_id: str) -> KlarnaSession: ...
+from hpp_core.ports import KlarnaReader, SessionStore
+from hpp_core.request_body import body_bytes, json_value, validated_object
 
 
 @dataclass(frozen=True)
@@ -55,18 +36,37 @@ class CallbackResult:
         return {"session_id": self.session_id, "outcome": self.outcome, "source": self.source}
 
 
+@dataclass(frozen=True)
+class CallbackRequest:
+    """A callback as the decision sees it: checked, with the secret already hashed."""
+
+    session_id: str
+    # The SHA-256 of the secret the URL presented; None when it presented none.
+    presented_hash: str | None
+    # The body's observation; None when only Klarna's own answer can settle the callback.
+    callback: CallbackBody | None
+
+
 def handle_callback(
     query: Mapping[str, str] | None,
     body: bytes | str | None,
     *,
     store: SessionStore,
-    klarna: SessionReader,
+    klarna: KlarnaReader,
 ) -> CallbackResult:
-    query = query or {}
+    request = parse_callback_request(query or {}, body)
+    if request.callback is not None and request.presented_hash is not None:
+        return _record_callback(request.session_id, request.callback, request.presented_hash, store, klarna)
+    # No body to record, or no secret to fold into the write: decide from the stored session.
+    stored = store.get_session(request.session_id)
+    _check_secret_on_file(stored, request.presented_hash)
+    return _confirm_with_klarna(request.session_id, store, klarna, known=stored is not None)
+
+
+def parse_callback_request(query: Mapping[str, str], body: bytes | str | None) -> CallbackRequest:
+    """The URL's session id and secret and the body, checked (400 for anything malformed)."""
     session_id = _session_id_from(query)
-    secret = query.get(SECRET_PARAM) or None
-    if secret is not None and len(secret) > MAX_SECRET_LENGTH:
-        raise BadRequest(f"query parameter '{SECRET_PARAM}' is too long")
+    presented_hash = _presented_secret_hash(query)
     callback = parse_callback_body(body)
     if callback is not None and callback.session.session_id != session_id:
         raise BadRequest("body session.session_id differs from the URL's session_id")
@@ -74,35 +74,25 @@ def handle_callback(
         # Final is final: a COMPLETED stored without its token could never reach the order service.
         # Klarna's Read Session carries the details, so settle it like an empty body.
         callback = None
-    presented_hash = hash_callback_secret(secret) if secret else None
-
-    if callback is not None and presented_hash is not None:
-        update = StatusUpdate(session=callback.session, source="callback", event_id=callback.event_id)
-        result = store.record_status(update, callback_secret_hash=presented_hash)
-        if result.outcome in ACCEPTED_OUTCOMES:
-            return CallbackResult(session_id, result.outcome, "callback", result.stored_status)
-        if result.outcome is WriteOutcome.SECRET_MISMATCH:
-            raise Forbidden("callback secret does not match this session")
-        return _confirm_with_klarna(session_id, store, klarna, known=result.item is not None)
-
-    # No body to record, or no secret to fold into the write: decide from the stored row.
-    item = store.get_item(session_id)
-    stored_hash = item.get(SECRET_HASH) if item else None
-    if stored_hash:
-        if presented_hash is None:
-            raise Forbidden(f"query parameter '{SECRET_PARAM}' is required for this session")
-        if not secret_hashes_match(str(stored_hash), presented_hash):
-            raise Forbidden("callback secret does not match this session")
-    return _confirm_with_klarna(session_id, store, klarna, known=item is not None)
+    return CallbackRequest(session_id, presented_hash, callback)
 
 
 def _session_id_from(query: Mapping[str, str]) -> str:
     session_id = query.get(SESSION_ID_PARAM)
     if not session_id:
         raise BadRequest(f"query parameter '{SESSION_ID_PARAM}' is required")
-    if not _SESSION_ID.match(session_id):
+    if not is_session_id(session_id):
         raise BadRequest(f"query parameter '{SESSION_ID_PARAM}' is not a valid session id")
     return session_id
+
+
+def _presented_secret_hash(query: Mapping[str, str]) -> str | None:
+    secret = query.get(SECRET_PARAM)
+    if not secret:
+        return None
+    if len(secret) > MAX_SECRET_LENGTH:
+        raise BadRequest(f"query parameter '{SECRET_PARAM}' is too long")
+    return hash_callback_secret(secret)
 
 
 def parse_callback_body(body: bytes | str | None) -> CallbackBody | None:
@@ -110,25 +100,42 @@ def parse_callback_body(body: bytes | str | None) -> CallbackBody | None:
 
     JSON that is not a valid callback is a malformed request (400), whatever the Content-Type said.
     """
-    raw = body.encode("utf-8") if isinstance(body, str) else (body or b"")
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"callback body is larger than {MAX_BODY_BYTES} bytes")
+    raw = body_bytes(body, what="callback body")
     if not raw.strip():
         return None
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        payload = json_value(raw)
+    except ValueError:
         return None
-    if not isinstance(payload, dict):
-        raise BadRequest("callback body must be a JSON object")
-    try:
-        return CallbackBody.model_validate(payload)
-    except ValidationError as exc:
-        raise BadRequest("callback body is invalid", details=describe_validation_error(exc)) from None
+    return validated_object(CallbackBody, payload, what="callback body")
+
+
+def _record_callback(
+    session_id: str, callback: CallbackBody, presented_hash: str, store: SessionStore, klarna: KlarnaReader
+) -> CallbackResult:
+    """The normal path: one conditional write that also checks the secret."""
+    update = StatusUpdate(session=callback.session, source="callback", event_id=callback.event_id)
+    result = store.record_status(update, callback_secret_hash=presented_hash)
+    if result.outcome in ACCEPTED_OUTCOMES:
+        return CallbackResult(session_id, result.outcome, "callback", result.stored_status)
+    if result.outcome is WriteOutcome.SECRET_MISMATCH:
+        raise Forbidden("callback secret does not match this session")
+    # Unknown, or tracked without a secret: nothing vouches for the body, so Klarna is asked.
+    return _confirm_with_klarna(session_id, store, klarna, known=result.session is not None)
+
+
+def _check_secret_on_file(stored: TrackedSession | None, presented_hash: str | None) -> None:
+    """A session with a secret on file is settled only for a caller who presents that secret."""
+    if stored is None or not stored.has_callback_secret:
+        return
+    if presented_hash is None:
+        raise Forbidden(f"query parameter '{SECRET_PARAM}' is required for this session")
+    if not stored.accepts_callback_secret(presented_hash):
+        raise Forbidden("callback secret does not match this session")
 
 
 def _confirm_with_klarna(
-    session_id: str, store: SessionStore, klarna: SessionReader, *, known: bool
+    session_id: str, store: SessionStore, klarna: KlarnaReader, *, known: bool
 ) -> CallbackResult:
     try:
         session = klarna.read_session(session_id)

@@ -8,7 +8,7 @@ closes, and a record any of whose entries failed is moved to the failures Powert
 """
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -199,41 +199,48 @@ class StreamPublisher(BatchProcessor):
 
     def _clean(self) -> None:
         self._publish_decided()
-        if self.fail_messages:
-            self._metrics.add_metric(
-                name="FailedRecords", unit=MetricUnit.Count, value=len(self.fail_messages)
-            )
+        self._count("FailedRecords", len(self.fail_messages))
         super()._clean()  # builds batchItemFailures, or raises if every record failed
 
     def _publish_decided(self) -> None:
+        """Put every decided event on the bus in one pass; fail each record any of whose entries failed."""
         decided, self._decided = self._decided, []
-        skipped = sum(1 for _, events in decided if not events)
-        if skipped:
-            self._metrics.add_metric(name="SkippedRecords", unit=MetricUnit.Count, value=skipped)
+        self._count("SkippedRecords", sum(1 for _, events in decided if not events))
         events = [event for _, record_events in decided for event in record_events]
         if not events:
             return
-        failures = iter(self._bus.put(events))
-        failed_entries = 0
+        answers = iter(self._bus.put(events))
         published: Counter[str] = Counter()
+        failed_entries = 0
         for raw_record, record_events in decided:
-            problems = []
-            for event in record_events:
-                failure = next(failures)
-                if failure is None:
-                    published[event.detail_type] += 1
-                    self._published(event)
-                else:
-                    failed_entries += 1
-                    problems.append(
-                        f"{event.detail_type} {event.event_id}: {failure.error_code} {failure.error_message}"
-                    )
+            problems = self._take_answers(record_events, answers, published)
             if problems:
+                failed_entries += len(problems)
                 self._fail(raw_record, record_events[0].session_id, problems)
         for detail_type, count in published.items():
-            self._metrics.add_metric(name=PUBLISHED_METRIC[detail_type], unit=MetricUnit.Count, value=count)
-        if failed_entries:
-            self._metrics.add_metric(name="FailedEntries", unit=MetricUnit.Count, value=failed_entries)
+            self._count(PUBLISHED_METRIC[detail_type], count)
+        self._count("FailedEntries", failed_entries)
+
+    def _take_answers(
+        self, events: list[BusEvent], answers: Iterator[EntryFailure | None], published: Counter[str]
+    ) -> list[str]:
+        """Take one record's answers from `answers`: log and count what was published, describe what not."""
+        problems = []
+        for event in events:
+            failure = next(answers)
+            if failure is None:
+                published[event.detail_type] += 1
+                self._published(event)
+            else:
+                problems.append(
+                    f"{event.detail_type} {event.event_id}: {failure.error_code} {failure.error_message}"
+                )
+        return problems
+
+    def _count(self, name: str, value: int) -> None:
+        """A count metric; none at all for a zero (these are custom metrics, paid per metric emitted)."""
+        if value:
+            self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
     def _published(self, event: BusEvent) -> None:
         self._log.info(

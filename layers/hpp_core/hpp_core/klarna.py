@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hpp_core.errors import DependencyError
-from hpp_core.models import KlarnaCreatedSession, KlarnaSession, describe_validation_error
+from hpp_core.models import KlarnaCreated, KlarnaCreatedSession, KlarnaSession, describe_validation_error
 
 USER_AGENT = "hpp-tracker/1.0"
 SESSIONS_PATH = "/hpp/v1/sessions"
@@ -124,8 +124,34 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+# Statuses with an error type of their own; any other 4xx is KlarnaRejected, anything else unavailable.
+_ERRORS_BY_STATUS: dict[int, tuple[type[KlarnaError], str]] = {
+    HTTPStatus.NOT_FOUND: (KlarnaNotFound, "Klarna {}: session not found or expired"),
+    HTTPStatus.UNAUTHORIZED: (KlarnaAuthFailed, "Klarna {}: credentials refused"),
+    HTTPStatus.FORBIDDEN: (KlarnaAuthFailed, "Klarna {}: credentials refused"),
+    HTTPStatus.TOO_MANY_REQUESTS: (KlarnaRateLimited, "Klarna {}: rate limited"),
+}
+
+
 def _error_from_response(response: KlarnaResponse, operation: str) -> KlarnaError:
     """The typed error for a non-2xx answer, with Klarna's error body when it sent a readable one."""
+    kind, message = _error_kind(response.status)
+    error = kind(message.format(operation), http_status=response.status, **_error_details(response))
+    if isinstance(error, KlarnaRateLimited):
+        error.retry_after = retry_after_seconds(response.headers)
+    return error
+
+
+def _error_kind(status: int) -> tuple[type[KlarnaError], str]:
+    if status in _ERRORS_BY_STATUS:
+        return _ERRORS_BY_STATUS[status]
+    if HTTPStatus.BAD_REQUEST <= status < HTTPStatus.INTERNAL_SERVER_ERROR:
+        return KlarnaRejected, "Klarna {} failed"
+    return KlarnaUnavailable, "Klarna {} failed"
+
+
+def _error_details(response: KlarnaResponse) -> dict[str, Any]:
+    """Klarna's error_code, error_messages and correlation_id, bounded in size; empty if unreadable."""
     try:
         payload = response.json()
     except ValueError:
@@ -133,28 +159,11 @@ def _error_from_response(response: KlarnaResponse, operation: str) -> KlarnaErro
     if not isinstance(payload, dict):
         payload = {}
     messages = payload.get("error_messages")
-    status = response.status
-    kind: type[KlarnaError]
-    if status == HTTPStatus.NOT_FOUND:
-        kind, message = KlarnaNotFound, f"Klarna {operation}: session not found or expired"
-    elif status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
-        kind, message = KlarnaAuthFailed, f"Klarna {operation}: credentials refused"
-    elif status == HTTPStatus.TOO_MANY_REQUESTS:
-        kind, message = KlarnaRateLimited, f"Klarna {operation}: rate limited"
-    elif HTTPStatus.BAD_REQUEST <= status < HTTPStatus.INTERNAL_SERVER_ERROR:
-        kind, message = KlarnaRejected, f"Klarna {operation} failed"
-    else:
-        kind, message = KlarnaUnavailable, f"Klarna {operation} failed"
-    error = kind(
-        message,
-        http_status=status,
-        error_code=str(payload["error_code"])[:200] if payload.get("error_code") else None,
-        error_messages=[str(m)[:500] for m in messages][:10] if isinstance(messages, list) else [],
-        correlation_id=str(payload["correlation_id"])[:200] if payload.get("correlation_id") else None,
-    )
-    if isinstance(error, KlarnaRateLimited):
-        error.retry_after = retry_after_seconds(response.headers)
-    return error
+    return {
+        "error_code": str(payload["error_code"])[:200] if payload.get("error_code") else None,
+        "error_messages": [str(m)[:500] for m in messages][:10] if isinstance(messages, list) else [],
+        "correlation_id": str(payload["correlation_id"])[:200] if payload.get("correlation_id") else None,
+    }
 
 
 # -- retries for idempotent calls --------------------------------------------------------------------
@@ -192,6 +201,30 @@ class RetryPolicy:
         """The same policy, also bounded by `seconds` from now (e.g. the Lambda's remaining time)."""
         return replace(self, deadline=self.clock() + seconds)
 
+    def ends_at(self) -> float | None:
+        """When a call started now must be over (on `clock`): the budget or the deadline, if any."""
+        ends = [self.deadline]
+        if self.budget_seconds is not None:
+            ends.append(self.clock() + self.budget_seconds)
+        return min((moment for moment in ends if moment is not None), default=None)
+
+    def attempt_timeout(self, timeout_seconds: float, end: float | None) -> float:
+        """The client's timeout, cut to the time left; never under `min_attempt_seconds`, so the first
+        attempt always runs, however little time is left: a caller gets an answer."""
+        if end is None:
+            return timeout_seconds
+        return max(min(timeout_seconds, end - self.clock()), self.min_attempt_seconds)
+
+    def wait_before_retry(self, attempt: int, error: KlarnaError, end: float | None) -> float | None:
+        """The wait before retrying after attempt number `attempt` failed with `error`; None when no
+        retry is due: the attempts are used up, or after the wait no attempt would get its minimum."""
+        if attempt >= self.max_attempts:
+            return None
+        delay = self.delay_after(attempt, error)
+        if end is not None and self.clock() + delay + self.min_attempt_seconds > end:
+            return None
+        return delay
+
     def delay_after(self, attempt: int, error: KlarnaError) -> float:
         cap = min(self.max_delay_seconds, self.base_delay_seconds * 2.0 ** (attempt - 1))
         delay = self.jitter() * cap
@@ -209,36 +242,19 @@ def call_with_retry[T](attempt: Callable[[float], T], *, timeout_seconds: float,
 
     The last error is raised as it came, so the caller's mapping (429 -> Retry-After, ...) still applies.
     """
-    ends = [policy.deadline]
-    if policy.budget_seconds is not None:
-        ends.append(policy.clock() + policy.budget_seconds)
-    end = min((moment for moment in ends if moment is not None), default=None)
+    end = policy.ends_at()
     number = 0
     while True:
         number += 1
-        timeout = timeout_seconds
-        if end is not None:
-            # The first attempt always runs, however little time is left: a caller gets an answer.
-            timeout = max(min(timeout_seconds, end - policy.clock()), policy.min_attempt_seconds)
         try:
-            return attempt(timeout)
+            return attempt(policy.attempt_timeout(timeout_seconds, end))
         except (KlarnaRateLimited, KlarnaUnavailable) as error:
-            if number >= policy.max_attempts:
-                raise
-            delay = policy.delay_after(number, error)
-            if end is not None and policy.clock() + delay + policy.min_attempt_seconds > end:
+            delay = policy.wait_before_retry(number, error, end)
+            if delay is None:
                 raise
             if policy.on_retry is not None:
                 policy.on_retry(error, number, delay)
             policy.sleep(delay)
-
-
-@dataclass(frozen=True)
-class KlarnaCreated:
-    """Create Session's answer: the fields the tracker needs, and the body as Klarna sent it."""
-
-    session: KlarnaCreatedSession
-    body: dict[str, Any]
 
 
 CredentialsProvider = Callable[[], KlarnaCredentials]

@@ -1,16 +1,23 @@
-"""pydantic models for what Klarna sends and what the tracker records.
+"""pydantic models for what Klarna sends and what the tracker records, and the results of storing it.
 
 Unknown fields Klarna may add are ignored (never stored: Read Session can carry personal data such as
 `customer`), wrong types are rejected with a message naming the field, and the authorization token is a
-`SecretStr` so that no repr, log line or error message can show it by accident.
+`SecretStr` so that no repr, log line or error message can show it by accident. These are what the ports
+(hpp_core.ports) take and return; how they are stored is the repository's business alone.
 """
 
-from typing import Annotated, Literal
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
 
+from hpp_core.callback_secrets import hashes_match
 from hpp_core.statuses import Status, is_final
-from hpp_core.timestamps import KlarnaTimestamp, format_timestamp, to_epoch_millis
+from hpp_core.timestamps import Timestamp, format_timestamp, to_epoch_millis
 
 # Klarna's session ids are UUIDs; this allows any id Klarna might use while refusing anything that could
 # change the meaning of a URL path or a log line (slashes, dots, spaces, control characters).
@@ -21,6 +28,14 @@ ShortText = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 UpdateSource = Literal["callback", "klarna_read", "sessions_api", "poller"]
 
+_SESSION_ID = re.compile(SESSION_ID_PATTERN)
+
+
+def is_session_id(value: str) -> bool:
+    """The check `SessionId` makes, for ids that arrive outside a model (a query string, a path)."""
+    # fullmatch: `$` alone would also accept a trailing newline.
+    return _SESSION_ID.fullmatch(value) is not None
+
 
 class KlarnaSession(BaseModel):
     """The session object of Read Session and of a status callback's `session` field."""
@@ -29,8 +44,8 @@ class KlarnaSession(BaseModel):
 
     session_id: SessionId
     status: StatusText
-    updated_at: KlarnaTimestamp
-    expires_at: KlarnaTimestamp | None = None
+    updated_at: Timestamp
+    expires_at: Timestamp | None = None
     authorization_token: SecretStr | None = Field(default=None, min_length=1, max_length=4096)
     order_id: ShortText | None = None
     klarna_reference: ShortText | None = None
@@ -48,7 +63,15 @@ class KlarnaCreatedSession(BaseModel):
 
     session_id: SessionId
     session_url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
-    expires_at: KlarnaTimestamp | None = None
+    expires_at: Timestamp | None = None
+
+
+@dataclass(frozen=True)
+class KlarnaCreated:
+    """Create Session's answer: the fields the tracker needs, and the body as Klarna sent it."""
+
+    session: KlarnaCreatedSession
+    body: dict[str, Any]
 
 
 class CallbackBody(BaseModel):
@@ -95,21 +118,110 @@ class StatusUpdate(BaseModel):
 
 
 class TrackedSession(BaseModel):
-    """A session as the tracker stores it (the public view: never the callback secret's hash)."""
+    """A session as the tracker stores it.
+
+    Two fields are for the core's own decisions and excluded from every dump, so the public view
+    (`sessions.session_view`) cannot show them: the callback secret's hash and the ordering key.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     session_id: str
     status: str
-    updated_at: str
-    expires_at: str | None = None
+    updated_at: Timestamp
+    # The one write path's ordering key: `updated_at` in epoch milliseconds, or 0 for a session the
+    # tracker created that Klarna has not reported on yet (so that any observation from Klarna wins).
+    updated_at_ms: int = Field(default=0, exclude=True)
+    expires_at: Timestamp | None = None
     authorization_token: SecretStr | None = None
     order_id: str | None = None
     klarna_reference: str | None = None
     session_url: str | None = None
     last_event_id: str | None = None
     last_source: str | None = None
-    recorded_at: str | None = None
+    recorded_at: Timestamp | None = None
+    # The SHA-256 of the secret in the session's status_update URL; None when it was tracked without one
+    # (PUT /sessions, or first seen through Klarna's own answer).
+    callback_secret_hash: str | None = Field(default=None, exclude=True, repr=False)
+
+    @property
+    def is_final(self) -> bool:
+        return is_final(self.status)
+
+    @property
+    def has_callback_secret(self) -> bool:
+        return bool(self.callback_secret_hash)
+
+    def accepts_callback_secret(self, presented_hash: str) -> bool:
+        """A secret is on file and `presented_hash` is its hash (compared in constant time)."""
+        return self.callback_secret_hash is not None and hashes_match(
+            self.callback_secret_hash, presented_hash
+        )
+
+
+class WriteOutcome(StrEnum):
+    APPLIED = "applied"
+    STALE = "stale"
+    DUPLICATE = "duplicate"
+    ALREADY_FINAL = "already_final"
+    # Callback writes only: the presented secret does not match the one on file.
+    SECRET_MISMATCH = "secret_mismatch"
+    # Callback writes only: the session is not tracked.
+    UNKNOWN_SESSION = "unknown_session"
+    # Callback writes only: the session was tracked without a callback secret (PUT /sessions, adopted).
+    NO_SECRET_ON_FILE = "no_secret_on_file"
+
+
+# A stale, duplicate or post-final update is a successful no-op, never an error.
+ACCEPTED_OUTCOMES = frozenset(
+    {WriteOutcome.APPLIED, WriteOutcome.STALE, WriteOutcome.DUPLICATE, WriteOutcome.ALREADY_FINAL}
+)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What the one write path did with an update."""
+
+    outcome: WriteOutcome
+    # The session after the write when applied, as it stood when not (None for an unknown session).
+    session: TrackedSession | None
+
+    @property
+    def stored_status(self) -> str | None:
+        return None if self.session is None else self.session.status
+
+    @property
+    def stored_final(self) -> bool:
+        return self.session is not None and self.session.is_final
+
+
+@dataclass(frozen=True)
+class DueSession:
+    """A not-final session as the poller's due index shows it (possibly a little behind the session)."""
+
+    session_id: str
+    poll_shard: str
+    # When it is due (epoch ms), and how many polls in a row found nothing new since the last change.
+    poll_due_at: int
+    poll_attempts: int
+    # Consecutive polls Klarna answered 404 before expires_at.
+    poll_not_found: int
+    status: str | None
+    updated_at_ms: int | None
+    expires_at: datetime | None
+
+
+# Where the next page of a due query starts: the store's own bookmark, handed back unchanged.
+PageKey = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DuePage:
+    """One page of a due query: the sessions, how many items the store read for it, where to go on."""
+
+    sessions: list[DueSession]
+    scanned_count: int
+    next_start_key: PageKey | None
 
 
 def describe_validation_error(error: ValidationError, prefix: str = "") -> list[str]:
@@ -122,12 +234,21 @@ def describe_validation_error(error: ValidationError, prefix: str = "") -> list[
 
 
 __all__ = [
+    "ACCEPTED_OUTCOMES",
+    "SESSION_ID_PATTERN",
     "CallbackBody",
+    "DuePage",
+    "DueSession",
+    "KlarnaCreated",
     "KlarnaCreatedSession",
     "KlarnaSession",
+    "PageKey",
     "SessionId",
     "StatusUpdate",
     "TrackedSession",
     "UpdateSource",
+    "WriteOutcome",
+    "WriteResult",
     "describe_validation_error",
+    "is_session_id",
 ]

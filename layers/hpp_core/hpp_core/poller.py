@@ -3,7 +3,7 @@
 Klarna gives up on a callback after four tries; this is the safety net. A run reads the due index
 (only not-final sessions are in it, keyed by shard and due time), asks Klarna about each due session
 through a small worker pool paced by a shared rate limiter, and records the answer through the one
-conditional write (`SessionRepository.record_status`), so a poll never overwrites a newer callback and a
+conditional write (the `StatusRecorder` port), so a poll never overwrites a newer callback and a
 callback never loses to an older poll. A session with nothing new is rescheduled with a growing interval;
 a recorded change (from anywhere) resets it. Runs stop taking work before the Lambda's time runs out and
 leave the rest due for the next run.
@@ -19,20 +19,27 @@ import heapq
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 from pydantic import Field, model_validator
 
 from hpp_core.errors import DependencyError, StorageUnavailable
-from hpp_core.klarna import KlarnaAuthFailed, KlarnaError, KlarnaNotFound, KlarnaRateLimited
-from hpp_core.models import KlarnaSession, StatusUpdate
+from hpp_core.klarna import (
+    NO_RETRY,
+    KlarnaAuthFailed,
+    KlarnaError,
+    KlarnaNotFound,
+    KlarnaRateLimited,
+    RetryPolicy,
+)
+from hpp_core.models import DuePage, DueSession, KlarnaSession, PageKey, StatusUpdate, WriteOutcome
+from hpp_core.ports import KlarnaReader, PollStore
 from hpp_core.rate_limit import RateLimiter
-from hpp_core.repository import DuePage, DueSession, WriteOutcome, WriteResult
 from hpp_core.settings import Settings
 from hpp_core.statuses import Status, is_final
 from hpp_core.timestamps import to_epoch_millis, utc_now
@@ -155,32 +162,11 @@ class SessionResult:
     retry_after: float | None = None
 
 
-class PollStore(Protocol):
-    @property
-    def poll_shard_ids(self) -> list[str]: ...
-
-    def due_sessions_page(
-        self, shard: str, *, due_by_ms: int, limit: int, start_key: Mapping[str, Any] | None = None
-    ) -> DuePage: ...
-
-    def record_status(
-        self, update: StatusUpdate, *, callback_secret_hash: str | None = None
-    ) -> WriteResult: ...
-
-    def reschedule_poll(self, due: DueSession, *, next_due_at_ms: int, not_found: int = 0) -> bool: ...
-
-    def stop_polling(self, due: DueSession) -> bool: ...
-
-
-class SessionReader(Protocol):
-    def read_session(self, session_id: str) -> KlarnaSession: ...
-
-
 def poll_session(
     due: DueSession,
     *,
     store: PollStore,
-    klarna: SessionReader,
+    klarna: KlarnaReader,
     policy: PollPolicy,
     clock: Callable[[], datetime] = utc_now,
 ) -> SessionResult:
@@ -222,7 +208,7 @@ def _after_answer(
 ) -> SessionResult:
     result = store.record_status(StatusUpdate(session=session, source="poller"))
     applied = result.outcome is WriteOutcome.APPLIED
-    if is_final(str((result.item or {}).get("status"))):
+    if result.stored_final:
         return SessionResult(due.session_id, PollOutcome.CHANGED if applied else PollOutcome.SUPERSEDED)
     expires_at = session.expires_at or due.expires_at
     if expires_at is not None and now_ms >= to_epoch_millis(expires_at) + policy.expiry_grace_seconds * 1000:
@@ -259,13 +245,12 @@ def _after_not_found(due: DueSession, store: PollStore, policy: PollPolicy, now_
 
 def _expire(due: DueSession, update: StatusUpdate, store: PollStore) -> SessionResult:
     result = store.record_status(update)
-    if result.outcome is WriteOutcome.STALE and result.item is not None:
-        # The index copy was behind the row: stamp no earlier than what is actually stored, once.
-        stored_ms = result.item.get("updated_at_ms")
-        if isinstance(stored_ms, int) and update.session.expires_at is not None:
-            expires_at = update.session.expires_at
-            update = expired_update(due.session_id, expires_at, update.updated_at_ms, stored_ms)
-            result = store.record_status(update)
+    expires_at = update.session.expires_at
+    if result.outcome is WriteOutcome.STALE and result.session is not None and expires_at is not None:
+        # The index copy was behind the session: stamp no earlier than what is actually stored, once.
+        stored_ms = result.session.updated_at_ms
+        update = expired_update(due.session_id, expires_at, update.updated_at_ms, stored_ms)
+        result = store.record_status(update)
     if result.outcome is WriteOutcome.APPLIED:
         return SessionResult(due.session_id, PollOutcome.EXPIRED)
     return SessionResult(due.session_id, PollOutcome.SUPERSEDED)
@@ -362,7 +347,7 @@ def due_sessions(
     """Every due session over all shards, oldest first, read page by page only as the caller needs them."""
 
     def shard_sessions(shard: str) -> Iterator[DueSession]:
-        start_key: Mapping[str, Any] | None = None
+        start_key: PageKey | None = None
         while True:
             page = store.due_sessions_page(shard, due_by_ms=due_by_ms, limit=page_size, start_key=start_key)
             on_page(page)
@@ -388,14 +373,14 @@ class _PacedKlarna:
     """
 
     def __init__(
-        self, klarna: SessionReader, run: _Run, deadline: Callable[[], float], concurrency: int
+        self, klarna: KlarnaReader, run: _Run, deadline: Callable[[], float], concurrency: int
     ) -> None:
         self._klarna = klarna
         self._run = run
         self._deadline = deadline
         self._slots = threading.BoundedSemaphore(concurrency)
 
-    def read_session(self, session_id: str) -> KlarnaSession:
+    def read_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> KlarnaSession:
         with self._slots:
             if self._run.stop.is_set():
                 raise _NoGrant
@@ -404,12 +389,12 @@ class _PacedKlarna:
                     # No grant before the margin: no later session would get one either.
                     self._run.halt(StopReason.TIME_BUDGET, cancel_waits=False)
                 raise _NoGrant
-            return self._klarna.read_session(session_id)
+            return self._klarna.read_session(session_id, retry=retry)
 
 
 def run_poll(
     store: PollStore,
-    klarna: SessionReader,
+    klarna: KlarnaReader,
     *,
     policy: PollPolicy,
     remaining_time_ms: Callable[[], int],

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from hpp_core.models import describe_validation_error
 from hpp_core.settings import EnvironmentSettings
 from hpp_core.statuses import Status
-from hpp_core.timestamps import KlarnaTimestamp, format_timestamp, to_epoch_millis
+from hpp_core.timestamps import Timestamp, format_timestamp, to_epoch_millis
 
 STATUS_CHANGED: Final = "HPP Session Status Changed"
 COMPLETED: Final = "HPP Session Completed"
@@ -74,11 +74,11 @@ class SessionImage(BaseModel):
 
     session_id: str = Field(min_length=1, max_length=256)
     status: str = Field(min_length=1, max_length=64)
-    updated_at: KlarnaTimestamp
+    updated_at: Timestamp
     # The conditional write's ordering key (0 for a row the tracker created that Klarna has not reported
     # on yet); a row without it is ordered by updated_at.
     updated_at_ms: int | None = None
-    expires_at: KlarnaTimestamp | None = None
+    expires_at: Timestamp | None = None
     authorization_token: SecretStr | None = None
     order_id: str | None = None
     klarna_reference: str | None = None

@@ -1,32 +1,41 @@
-"""The one repository for the sessions table, and its one write path.
+"""The sessions table's adapter: the only code that knows its attribute names and item shapes.
 
-`record_status` is a single conditional UpdateItem: it applies only if the incoming `updated_at` is newer
-than the stored one and the stored status is not final. When the condition fails, DynamoDB hands back the
-stored item in the same call (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), which is enough to say why:
-stale, duplicate, already final, wrong secret or unknown session. No read-before-write.
+It implements the storage ports (hpp_core.ports) and answers in domain models (hpp_core.models).
+`record_status`, the one write path, is a single conditional UpdateItem: it applies only if the incoming
+`updated_at` is newer than the stored one and the stored status is not final (hpp_core.lifecycle's rule,
+written as a condition expression). When the condition fails, DynamoDB hands back the stored item in the
+same call (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), which is enough to say why: stale, duplicate,
+already final, wrong secret or unknown session. No read-before-write.
 """
 
-import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from contextlib import suppress
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
 import botocore.exceptions
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from hpp_core.callback_secrets import hashes_match
 from hpp_core.errors import Conflict, StorageUnavailable
-from hpp_core.models import StatusUpdate, TrackedSession
-from hpp_core.statuses import FINAL_STATUSES, Status, is_final
+from hpp_core.lifecycle import poll_shard, poll_shard_ids, write_outcome
+from hpp_core.models import (
+    DuePage,
+    DueSession,
+    PageKey,
+    StatusUpdate,
+    TrackedSession,
+    WriteOutcome,
+    WriteResult,
+)
+from hpp_core.statuses import FINAL_STATUSES, Status
 from hpp_core.timestamps import format_timestamp, parse_timestamp, to_epoch_millis, utc_now
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-# Attribute names (the table's contract; see README "The sessions table").
+# Attribute names (the table's contract; see README "The sessions table"). The session's other
+# attributes carry TrackedSession's field names (status, updated_at, updated_at_ms, expires_at, ...).
 SECRET_HASH = "callback_secret_sha256"
 POLL_SHARD = "poll_shard"
 POLL_DUE_AT = "poll_due_at"
@@ -42,79 +51,6 @@ _deserializer = TypeDeserializer()
 _FINAL_PLACEHOLDERS = {f":final{i}": status for i, status in enumerate(sorted(FINAL_STATUSES))}
 
 
-class WriteOutcome(StrEnum):
-    APPLIED = "applied"
-    STALE = "stale"
-    DUPLICATE = "duplicate"
-    ALREADY_FINAL = "already_final"
-    # Callback writes only: the presented secret does not match the stored hash.
-    SECRET_MISMATCH = "secret_mismatch"
-    # Callback writes only: no row for the session.
-    UNKNOWN_SESSION = "unknown_session"
-    # Callback writes only: the row was tracked without a callback secret (PUT /sessions, adopted).
-    NO_SECRET_ON_FILE = "no_secret_on_file"
-
-
-ACCEPTED_OUTCOMES = frozenset(
-    {WriteOutcome.APPLIED, WriteOutcome.STALE, WriteOutcome.DUPLICATE, WriteOutcome.ALREADY_FINAL}
-)
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    outcome: WriteOutcome
-    # The row after the write when applied, the row as it stood when not (None for an unknown session).
-    item: Mapping[str, Any] | None
-
-    @property
-    def stored_status(self) -> str | None:
-        return None if self.item is None else self.item.get("status")
-
-
-@dataclass(frozen=True)
-class DueSession:
-    """A not-final session as the due index shows it (the index's projection, possibly a little stale)."""
-
-    session_id: str
-    poll_shard: str
-    poll_due_at: int
-    poll_attempts: int
-    poll_not_found: int
-    status: str | None
-    updated_at_ms: int | None
-    expires_at: datetime | None
-
-    @classmethod
-    def from_index_item(cls, item: Mapping[str, Any]) -> "DueSession":
-        plain = _plain(item)
-        expires_at = plain.get("expires_at")
-        return cls(
-            session_id=str(plain["session_id"]),
-            poll_shard=str(plain[POLL_SHARD]),
-            poll_due_at=int(plain[POLL_DUE_AT]),
-            poll_attempts=int(plain.get(POLL_ATTEMPTS, 0)),
-            poll_not_found=int(plain.get(POLL_NOT_FOUND, 0)),
-            status=plain.get("status"),
-            updated_at_ms=plain.get("updated_at_ms"),
-            expires_at=parse_timestamp(expires_at) if expires_at else None,
-        )
-
-
-@dataclass(frozen=True)
-class DuePage:
-    """One page of a due query: the sessions, what DynamoDB read for it, and where to go on."""
-
-    sessions: list[DueSession]
-    scanned_count: int
-    next_start_key: Mapping[str, Any] | None
-
-
-def poll_shard(session_id: str, shards: int) -> str:
-    """A stable shard for the poller's sparse index, so due sessions spread over several partitions."""
-    digest = hashlib.sha256(session_id.encode("utf-8")).digest()
-    return f"{int.from_bytes(digest[:4], 'big') % shards:02d}"
-
-
 def to_item(attributes: Mapping[str, Any]) -> dict[str, Any]:
     return {name: _serializer.serialize(value) for name, value in attributes.items()}
 
@@ -128,6 +64,51 @@ def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
     return {
         name: int(value) if isinstance(value, Decimal) else value for name, value in from_item(item).items()
     }
+
+
+def _session(row: Mapping[str, Any]) -> TrackedSession:
+    """A stored row (deserialized) as the domain sees it."""
+    return TrackedSession.model_validate({**row, "callback_secret_hash": row.get(SECRET_HASH)})
+
+
+def _due_session(item: Mapping[str, Any]) -> DueSession:
+    """An item of the due index (its projection) as the poller sees it."""
+    row = _plain(item)
+    expires_at = row.get("expires_at")
+    return DueSession(
+        session_id=str(row["session_id"]),
+        poll_shard=str(row[POLL_SHARD]),
+        poll_due_at=int(row[POLL_DUE_AT]),
+        poll_attempts=int(row.get(POLL_ATTEMPTS, 0)),
+        poll_not_found=int(row.get(POLL_NOT_FOUND, 0)),
+        status=row.get("status"),
+        updated_at_ms=row.get("updated_at_ms"),
+        expires_at=parse_timestamp(expires_at) if expires_at else None,
+    )
+
+
+class _ConditionFailed(Exception):
+    """A conditional write's condition did not hold; `item` is the stored item if the call asked for it."""
+
+    def __init__(self, item: Mapping[str, Any] | None) -> None:
+        super().__init__("condition failed")
+        self.item = item
+
+
+def _dynamodb[T](call: Callable[..., T], **request: Any) -> T:
+    """One DynamoDB call: the one place where SDK errors become StorageUnavailable (retryable: 503).
+
+    A failed condition is raised as `_ConditionFailed` instead, for the caller to say what it means.
+    """
+    try:
+        return call(**request)
+    except botocore.exceptions.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "ConditionalCheckFailedException":
+            raise _ConditionFailed(cast("Mapping[str, Any] | None", exc.response.get("Item"))) from None
+        raise StorageUnavailable(f"session storage failed ({code or type(exc).__name__})") from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise StorageUnavailable(f"session storage failed ({type(exc).__name__})") from None
 
 
 class SessionRepository:
@@ -171,7 +152,8 @@ class SessionRepository:
                 f"attribute_exists(session_id) AND #secret_hash = :secret_hash AND {not_final} AND {newer}"
             )
         try:
-            response = self.client.update_item(
+            response = _dynamodb(
+                self.client.update_item,
                 TableName=self.table_name,
                 Key=to_item({"session_id": update.session_id}),
                 UpdateExpression=update_expression,
@@ -181,15 +163,10 @@ class SessionRepository:
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise _storage_error(exc) from None
-            old = cast(Mapping[str, Any] | None, exc.response.get("Item"))
-            stored = _plain(old) if old else None
-            return WriteResult(_why_not_applied(update, stored, callback_secret_hash), stored)
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _storage_error(exc) from None
-        return WriteResult(WriteOutcome.APPLIED, _plain(response.get("Attributes", {})))
+        except _ConditionFailed as refused:
+            stored = _session(_plain(refused.item)) if refused.item else None
+            return WriteResult(_why_refused(update, stored, callback_secret_hash), stored)
+        return WriteResult(WriteOutcome.APPLIED, _session(_plain(response["Attributes"])))
 
     def _update_expression(self, update: StatusUpdate) -> tuple[dict[str, str], dict[str, Any], str]:
         now = self._clock()
@@ -248,7 +225,7 @@ class SessionRepository:
         expires_at: datetime | None,
         session_url: str | None,
         callback_secret_hash: str | None,
-    ) -> dict[str, Any]:
+    ) -> TrackedSession:
         """Start tracking a session the tracker just created at Klarna, as WAITING.
 
         Its `updated_at_ms` is 0: Klarna's create answer carries no `updated_at`, and the tracker's own
@@ -268,24 +245,21 @@ class SessionRepository:
             **self._expiry_attributes(expires_at),
             **self._poll_attributes(session_id, now),
         }
-        item = {name: value for name, value in attributes.items() if value is not None}
+        row = {name: value for name, value in attributes.items() if value is not None}
         try:
-            self.client.put_item(
+            _dynamodb(
+                self.client.put_item,
                 TableName=self.table_name,
-                Item=to_item(item),
+                Item=to_item(row),
                 ConditionExpression="attribute_not_exists(session_id)",
             )
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise _storage_error(exc) from None
+        except _ConditionFailed:
             # The session's first callback can beat this write (settled by a Klarna read, which created
             # the row): keep that state and put the secret on file, or every later callback costs a read.
             if callback_secret_hash is not None:
                 self._attach_callback_secret(session_id, callback_secret_hash, session_url)
             raise Conflict(f"session {session_id} is already tracked") from None
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _storage_error(exc) from None
-        return item
+        return _session(row)
 
     def _attach_callback_secret(self, session_id: str, secret_hash: str, session_url: str | None) -> None:
         """Record a session's callback secret (and URL) on a row that has none; never replace one."""
@@ -294,8 +268,9 @@ class SessionRepository:
         if session_url is not None:
             values[":session_url"] = session_url
             expression += ", session_url = if_not_exists(session_url, :session_url)"
-        try:
-            self.client.update_item(
+        with suppress(_ConditionFailed):  # a secret on file already stays
+            _dynamodb(
+                self.client.update_item,
                 TableName=self.table_name,
                 Key=to_item({"session_id": session_id}),
                 UpdateExpression=expression,
@@ -303,18 +278,12 @@ class SessionRepository:
                 ExpressionAttributeNames={"#secret_hash": SECRET_HASH},
                 ExpressionAttributeValues=to_item(values),
             )
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise _storage_error(exc) from None
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _storage_error(exc) from None
 
     # -- the poller's schedule ----------------------------------------------------------------------
 
     @property
     def poll_shard_ids(self) -> list[str]:
-        """Every value `poll_shard` can take (the due index's partitions)."""
-        return [f"{shard:02d}" for shard in range(self._poll_shards)]
+        return poll_shard_ids(self._poll_shards)
 
     def due_sessions_page(
         self,
@@ -322,7 +291,7 @@ class SessionRepository:
         *,
         due_by_ms: int,
         limit: int,
-        start_key: Mapping[str, Any] | None = None,
+        start_key: PageKey | None = None,
     ) -> DuePage:
         """Sessions of one shard due at `due_by_ms` or earlier, oldest first: one Query of the due index.
 
@@ -340,13 +309,10 @@ class SessionRepository:
         }
         if start_key:
             kwargs["ExclusiveStartKey"] = start_key
-        try:
-            response = self.client.query(**kwargs)
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise _storage_error(exc) from None
+        response = _dynamodb(self.client.query, **kwargs)
         items = response.get("Items", [])
         return DuePage(
-            sessions=[DueSession.from_index_item(item) for item in items],
+            sessions=[_due_session(item) for item in items],
             scanned_count=int(response.get("ScannedCount", len(items))),
             next_start_key=response.get("LastEvaluatedKey") or None,
         )
@@ -389,7 +355,8 @@ class SessionRepository:
         if "#not_found" in expression:
             names["#not_found"] = POLL_NOT_FOUND
         try:
-            self.client.update_item(
+            _dynamodb(
+                self.client.update_item,
                 TableName=self.table_name,
                 Key=to_item({"session_id": due.session_id}),
                 UpdateExpression=expression,
@@ -399,54 +366,37 @@ class SessionRepository:
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=to_item(values),
             )
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise _storage_error(exc) from None
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _storage_error(exc) from None
+        except _ConditionFailed:
+            return False
         return True
 
     # -- reads --------------------------------------------------------------------------------------
 
     def get_item(self, session_id: str, *, consistent: bool = True) -> dict[str, Any] | None:
-        """The raw stored row (including the secret hash: for the core's own decisions only)."""
-        try:
-            response = self.client.get_item(
-                TableName=self.table_name,
-                Key=to_item({"session_id": session_id}),
-                ConsistentRead=consistent,
-            )
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise _storage_error(exc) from None
+        """The row exactly as stored, every attribute included: for tests and tools that check the
+        table's contract. The core reads `get_session`."""
+        response = _dynamodb(
+            self.client.get_item,
+            TableName=self.table_name,
+            Key=to_item({"session_id": session_id}),
+            ConsistentRead=consistent,
+        )
         item = response.get("Item")
         return _plain(item) if item else None
 
     def get_session(self, session_id: str) -> TrackedSession | None:
-        item = self.get_item(session_id)
-        return TrackedSession.model_validate(item) if item else None
+        """The session as stored (a consistent read), or None when it is not tracked."""
+        row = self.get_item(session_id)
+        return _session(row) if row else None
 
 
-def _why_not_applied(
-    update: StatusUpdate, stored: Mapping[str, Any] | None, presented_hash: str | None
+def _why_refused(
+    update: StatusUpdate, stored: TrackedSession | None, callback_secret_hash: str | None
 ) -> WriteOutcome:
-    if stored is None:
-        return WriteOutcome.UNKNOWN_SESSION
-    if presented_hash is not None:
-        stored_hash = stored.get(SECRET_HASH)
-        if not stored_hash:
-            return WriteOutcome.NO_SECRET_ON_FILE
-        if not hashes_match(str(stored_hash), presented_hash):
-            return WriteOutcome.SECRET_MISMATCH
-    if stored.get("status") == update.status and stored.get("updated_at_ms") == update.updated_at_ms:
-        return WriteOutcome.DUPLICATE
-    if is_final(str(stored.get("status"))):
-        return WriteOutcome.ALREADY_FINAL
-    return WriteOutcome.STALE
+    """Why DynamoDB refused `update`, by the same rule its condition expresses.
 
-
-def _storage_error(exc: Exception) -> StorageUnavailable:
-    code = ""
-    if isinstance(exc, botocore.exceptions.ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-    return StorageUnavailable(f"session storage failed ({code or type(exc).__name__})")
+    A row the rule would take although the condition refused it (say one written by hand without
+    `updated_at_ms`) is reported stale: never applied when nothing was written.
+    """
+    outcome = write_outcome(update, stored, callback_secret_hash=callback_secret_hash)
+    return WriteOutcome.STALE if outcome is WriteOutcome.APPLIED else outcome

@@ -2,17 +2,14 @@
 
 Plain functions over pydantic models; `functions/sessions` only parses the event and maps the results.
 Klarna is always asked first and the table written second, so a Klarna failure stores nothing. Every
-write goes through the repository's one conditional write (or, for a new session, its create).
+write goes through the one write path (or, for a new session, the create); each operation asks for
+only the ports (hpp_core.ports) it uses.
 """
 
-import base64
-import binascii
-import json
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -22,7 +19,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     field_validator,
 )
 
@@ -32,38 +28,38 @@ from hpp_core.errors import (
     Conflict,
     Misconfigured,
     NotFound,
-    PayloadTooLarge,
     SessionNotTracked,
     StorageUnavailable,
     TrackerError,
 )
-from hpp_core.klarna import (
-    NO_RETRY,
-    KlarnaCreated,
-    KlarnaError,
-    KlarnaNotFound,
-    KlarnaRejected,
-    RetryHook,
-    RetryPolicy,
-)
+from hpp_core.klarna import NO_RETRY, KlarnaError, KlarnaNotFound, KlarnaRejected, RetryHook, RetryPolicy
 from hpp_core.models import (
-    SESSION_ID_PATTERN,
+    KlarnaCreated,
     KlarnaSession,
     StatusUpdate,
     TrackedSession,
     UpdateSource,
-    describe_validation_error,
+    WriteOutcome,
+    is_session_id,
 )
-from hpp_core.repository import WriteOutcome, WriteResult
+from hpp_core.ports import (
+    KlarnaCreator,
+    KlarnaDisabler,
+    KlarnaReader,
+    SessionCreator,
+    SessionLookup,
+    SessionStore,
+    StatusRecorder,
+)
+from hpp_core.request_body import body_bytes, json_value, validated_object
 from hpp_core.settings import Settings
-from hpp_core.statuses import Status, is_final
+from hpp_core.statuses import Status
 from hpp_core.timestamps import to_epoch_millis, utc_now
 
-MAX_BODY_BYTES = 64 * 1024
 CALLBACK_PATH = "/callbacks/hpp"
 SOURCE: UpdateSource = "sessions_api"
 _MAX_URL_LENGTH = 2048
-_SESSION_ID = re.compile(SESSION_ID_PATTERN)
+_REQUEST_BODY = "request body"
 
 
 # -- settings -----------------------------------------------------------------------------------------
@@ -198,63 +194,20 @@ class CreateSessionRequest(BaseModel):
 
 def parse_create_request(body: str | None, *, base64_encoded: bool = False) -> CreateSessionRequest:
     """The create request from the event's body; the size is checked before anything is parsed."""
-    text = body or ""
-    if len(text) > (MAX_BODY_BYTES * 4 // 3 + 4 if base64_encoded else MAX_BODY_BYTES):
-        raise PayloadTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
-    try:
-        raw = base64.b64decode(text, validate=True) if base64_encoded else text.encode("utf-8")
-    except (binascii.Error, ValueError):
-        raise BadRequest("request body is not valid base64") from None
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
+    raw = body_bytes(body, what=_REQUEST_BODY, base64_encoded=base64_encoded)
     if not raw.strip():
         raise BadRequest("request body is required: Klarna's create-session JSON")
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        payload = json_value(raw)
+    except ValueError:
         raise BadRequest("request body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise BadRequest("request body must be a JSON object")
-    try:
-        return CreateSessionRequest.model_validate(payload)
-    except ValidationError as exc:
-        raise BadRequest("request body is invalid", details=describe_validation_error(exc)) from None
+    return validated_object(CreateSessionRequest, payload, what=_REQUEST_BODY)
 
 
 def valid_session_id(session_id: str) -> str:
-    if not _SESSION_ID.match(session_id):
+    if not is_session_id(session_id):
         raise BadRequest("path parameter 'session_id' is not a valid session id")
     return session_id
-
-
-# -- ports --------------------------------------------------------------------------------------------
-
-
-class KlarnaSessions(Protocol):
-    def create_session(
-        self, body: Mapping[str, Any], *, timeout_seconds: float | None = None
-    ) -> KlarnaCreated: ...
-
-    def read_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> KlarnaSession: ...
-
-    def disable_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> None: ...
-
-
-class SessionStore(Protocol):
-    def create_session(
-        self,
-        session_id: str,
-        *,
-        expires_at: datetime | None,
-        session_url: str | None,
-        callback_secret_hash: str | None,
-    ) -> dict[str, Any]: ...
-
-    def record_status(
-        self, update: StatusUpdate, *, callback_secret_hash: str | None = None
-    ) -> WriteResult: ...
-
-    def get_item(self, session_id: str, *, consistent: bool = True) -> dict[str, Any] | None: ...
 
 
 # -- operations ---------------------------------------------------------------------------------------
@@ -275,8 +228,8 @@ def create_session(
     request: CreateSessionRequest,
     *,
     callback_url: str,
-    klarna: KlarnaSessions,
-    store: SessionStore,
+    klarna: KlarnaCreator,
+    store: SessionCreator,
     timeout_seconds: float | None = None,
 ) -> CreateResult:
     """Create at Klarna with the tracker's callback URL and a fresh secret, then store it as WAITING.
@@ -320,27 +273,28 @@ class TrackResult:
 
 
 def track_session(
-    session_id: str, *, klarna: KlarnaSessions, store: SessionStore, retry: RetryPolicy = NO_RETRY
+    session_id: str, *, klarna: KlarnaReader, store: StatusRecorder, retry: RetryPolicy = NO_RETRY
 ) -> TrackResult:
     """Start (or refresh) tracking a session created elsewhere, from Klarna's own answer. Idempotent."""
     session = klarna.read_session(valid_session_id(session_id), retry=retry)  # 404 -> 404
     result = store.record_status(StatusUpdate(session=session, source=SOURCE))
-    if result.item is None:  # a write without a secret creates a missing row, so this cannot be
-        raise StorageUnavailable("session storage returned no row")
-    return TrackResult(result.outcome, TrackedSession.model_validate(result.item))
+    if result.session is None:  # a write without a secret creates a missing session, so this cannot be
+        raise StorageUnavailable("session storage returned no session")
+    return TrackResult(result.outcome, result.session)
 
 
-def tracked_session(session_id: str, *, store: SessionStore) -> TrackedSession:
-    item = store.get_item(valid_session_id(session_id))
-    if item is None:
+def tracked_session(session_id: str, *, store: SessionLookup) -> TrackedSession:
+    session = store.get_session(valid_session_id(session_id))
+    if session is None:
         raise NotFound("session is not tracked")
-    return TrackedSession.model_validate(item)
+    return session
 
 
 def session_view(session: TrackedSession) -> dict[str, Any]:
     """The JSON answer for GET/PUT: the tracked state, with the authorization token revealed.
 
-    TrackedSession has no secret hash, poll or TTL fields, so none of those can leak.
+    TrackedSession excludes the secret hash and its ordering key from every dump and has no poll or TTL
+    fields, so none of those can leak.
     """
     view = session.model_dump(mode="json", exclude_none=True)
     if session.authorization_token is not None:
@@ -361,7 +315,7 @@ class DisableResult:
 def disable_session(
     session_id: str,
     *,
-    klarna: KlarnaSessions,
+    klarna: KlarnaDisabler,
     store: SessionStore,
     retry: RetryPolicy = NO_RETRY,
     now: Callable[[], datetime] = utc_now,
@@ -374,14 +328,12 @@ def disable_session(
     1 ms after the newest `updated_at` the tracker knows (or now, if later). That is safe: after a 204
     nothing can follow DISABLED, which is final.
     """
-    valid_session_id(session_id)
-    stored = store.get_item(session_id)
-    stored_status = str(stored["status"]) if stored else None
-    if stored_status == Status.DISABLED:
+    stored = store.get_session(valid_session_id(session_id))
+    if stored is not None and stored.status == Status.DISABLED:
         return DisableResult("already_disabled", "table")
-    if stored_status is not None and is_final(stored_status):
+    if stored is not None and stored.is_final:
         raise Conflict(
-            f"session is already {stored_status}: only a session that is not final can be disabled"
+            f"session is already {stored.status}: only a session that is not final can be disabled"
         )
     try:
         klarna.disable_session(session_id, retry=retry)  # 404 -> 404
@@ -400,7 +352,7 @@ def disable_session(
 
 
 def _read_back(
-    klarna: KlarnaSessions, session_id: str, retry: RetryPolicy
+    klarna: KlarnaReader, session_id: str, retry: RetryPolicy
 ) -> tuple[KlarnaSession | None, str | None]:
     try:
         return klarna.read_session(session_id, retry=retry), None
@@ -410,9 +362,9 @@ def _read_back(
 
 def _record_disabled(
     session_id: str,
-    store: SessionStore,
+    store: StatusRecorder,
     observed: KlarnaSession | None,
-    stored: Mapping[str, Any] | None,
+    stored: TrackedSession | None,
     now: Callable[[], datetime],
 ) -> Literal["klarna_read", "tracker_clock"]:
     recorded_from: Literal["klarna_read", "tracker_clock"]
@@ -425,30 +377,28 @@ def _record_disabled(
         if result.outcome is not WriteOutcome.STALE:
             return recorded_from
         # A newer observation was recorded meanwhile (a callback, the poller): stamp just after it.
-        update, recorded_from = _disabled_after(session_id, observed, result.item, now), "tracker_clock"
+        update, recorded_from = _disabled_after(session_id, observed, result.session, now), "tracker_clock"
     raise StorageUnavailable("could not record DISABLED: the session kept changing; try again")
 
 
 def _disabled_after(
     session_id: str,
     observed: KlarnaSession | None,
-    stored: Mapping[str, Any] | None,
+    stored: TrackedSession | None,
     now: Callable[[], datetime],
 ) -> StatusUpdate:
     """DISABLED, stamped after everything known about the session (and no earlier than now)."""
     known = [to_epoch_millis(now())]
     if stored is not None:
-        known.append(int(stored.get("updated_at_ms", 0)) + 1)
+        known.append(stored.updated_at_ms + 1)
     if observed is not None:
         known.append(to_epoch_millis(observed.updated_at) + 1)
     stamp = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=max(known))
-    expires_at = observed.expires_at if observed is not None else (stored or {}).get("expires_at")
-    session = KlarnaSession.model_validate(
-        {
-            "session_id": session_id,
-            "status": Status.DISABLED.value,
-            "updated_at": stamp,
-            "expires_at": expires_at,
-        }
+    latest = observed if observed is not None else stored
+    session = KlarnaSession(
+        session_id=session_id,
+        status=Status.DISABLED.value,
+        updated_at=stamp,
+        expires_at=latest.expires_at if latest is not None else None,
     )
     return StatusUpdate(session=session, source=SOURCE)

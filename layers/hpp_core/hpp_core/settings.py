@@ -35,7 +35,7 @@ class TableSettings(EnvironmentSettings):
     table_name: str = Field(alias="TABLE_NAME", min_length=3, max_length=255)
     # Days a session's row is kept after its expires_at (DynamoDB TTL); 0 keeps rows forever.
     session_retention_days: int = Field(alias="SESSION_RETENTION_DAYS", default=90, ge=0)
-    # Non-final sessions are spread over this many poller index shards (see repository.poll_shard).
+    # Non-final sessions are spread over this many poller index shards (see lifecycle.poll_shard).
     poll_shards: int = Field(alias="POLL_SHARDS", default=8, ge=1, le=100)
     first_poll_delay_seconds: int = Field(alias="FIRST_POLL_DELAY_SECONDS", default=60, ge=1)
 

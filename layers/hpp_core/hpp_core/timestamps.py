@@ -8,7 +8,7 @@ never on strings, and every stored timestamp is rendered the same way.
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, PlainSerializer
 
 
 def parse_timestamp(value: object) -> datetime:
@@ -47,5 +47,9 @@ def utc_now() -> datetime:
     return parse_timestamp(datetime.now(UTC))
 
 
-KlarnaTimestamp = Annotated[datetime, BeforeValidator(parse_timestamp)]
-"""A pydantic field type that accepts only ISO 8601 strings and normalises them to UTC milliseconds."""
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(parse_timestamp),
+    PlainSerializer(format_timestamp, return_type=str, when_used="json"),
+]
+"""A pydantic field type: ISO 8601 in (normalised to UTC milliseconds), the one stored form out in JSON."""

@@ -1,0 +1,92 @@
+"""What the core asks of storage and of Klarna: one narrow protocol per role, in domain models.
+
+The adapters are `repository.SessionRepository` (the sessions table) and `klarna.KlarnaClient`; the unit
+tests share an in-memory store (tests/support/memory_store.py) that implements the storage roles with
+the same rules (hpp_core.lifecycle). A function asks for exactly the roles it uses; the two pairs that
+are used together are named below them.
+"""
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from hpp_core.klarna import NO_RETRY, RetryPolicy
+from hpp_core.models import (
+    DuePage,
+    DueSession,
+    KlarnaCreated,
+    KlarnaSession,
+    PageKey,
+    StatusUpdate,
+    TrackedSession,
+    WriteResult,
+)
+
+# -- storage ------------------------------------------------------------------------------------------
+
+
+class StatusRecorder(Protocol):
+    """The one write path: callbacks, the poller and the sessions API record every status through it."""
+
+    def record_status(
+        self, update: StatusUpdate, *, callback_secret_hash: str | None = None
+    ) -> WriteResult: ...
+
+
+class SessionLookup(Protocol):
+    def get_session(self, session_id: str) -> TrackedSession | None: ...
+
+
+class SessionCreator(Protocol):
+    """The sessions API's own write: start tracking a session the tracker just created at Klarna."""
+
+    def create_session(
+        self,
+        session_id: str,
+        *,
+        expires_at: datetime | None,
+        session_url: str | None,
+        callback_secret_hash: str | None,
+    ) -> TrackedSession: ...
+
+
+class DueQueue(Protocol):
+    """The poller's view of the not-final sessions: what is due, and its schedule."""
+
+    @property
+    def poll_shard_ids(self) -> list[str]: ...
+
+    def due_sessions_page(
+        self, shard: str, *, due_by_ms: int, limit: int, start_key: PageKey | None = None
+    ) -> DuePage: ...
+
+    def reschedule_poll(self, due: DueSession, *, next_due_at_ms: int, not_found: int = 0) -> bool: ...
+
+    def stop_polling(self, due: DueSession) -> bool: ...
+
+
+class SessionStore(SessionLookup, StatusRecorder, Protocol):
+    """Look a session up, then record a status: how a callback and a disable decide."""
+
+
+class PollStore(DueQueue, StatusRecorder, Protocol):
+    """The due queue and the one write path: what a poller run works with."""
+
+
+# -- Klarna -------------------------------------------------------------------------------------------
+
+
+class KlarnaReader(Protocol):
+    def read_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> KlarnaSession: ...
+
+
+class KlarnaCreator(Protocol):
+    def create_session(
+        self, body: Mapping[str, Any], *, timeout_seconds: float | None = None
+    ) -> KlarnaCreated: ...
+
+
+class KlarnaDisabler(KlarnaReader, Protocol):
+    """Disable, and read the session back (Disable's 204 carries no state)."""
+
+    def disable_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> None: ...

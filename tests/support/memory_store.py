@@ -1,0 +1,265 @@
+"""The sessions store the unit tests share: every storage port (hpp_core.ports), in memory, with the rules.
+
+Writes are decided by hpp_core.lifecycle's `write_outcome`, the rule the repository's condition
+expressions enforce in DynamoDB, and the due index behaves as the repository's does: creating or
+changing a not-final session puts it back at the first delay, a final status takes it out, and a
+reschedule or stop applies only while the session is as the poller saw it. The contract suite
+(tests/integration/test_session_store_contract.py) runs the same tests against this store and against
+the repository on DynamoDB Local and moto, so the two cannot drift apart.
+
+For tests it also logs the writes it was asked for, fails an operation once on request, and lets a
+concurrent writer's update land just before the next writes.
+"""
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from hpp_core.errors import Conflict
+from hpp_core.lifecycle import poll_shard, poll_shard_ids, write_outcome
+from hpp_core.models import (
+    DuePage,
+    DueSession,
+    PageKey,
+    StatusUpdate,
+    TrackedSession,
+    WriteOutcome,
+    WriteResult,
+)
+from hpp_core.statuses import Status
+from hpp_core.timestamps import parse_timestamp, to_epoch_millis, utc_now
+
+
+@dataclass(frozen=True)
+class RecordedWrite:
+    """One `record_status` call the code under test made, and what came of it."""
+
+    update: StatusUpdate
+    callback_secret_hash: str | None
+    outcome: WriteOutcome
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """A not-final session's place in the due index."""
+
+    shard: str
+    due_at_ms: int
+    attempts: int = 0
+    not_found: int = 0
+
+
+class MemorySessionStore:
+    def __init__(
+        self,
+        *,
+        poll_shards: int = 8,
+        first_poll_delay_seconds: int = 60,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        # Public so a test can move time between writes.
+        self.clock = clock
+        self.writes: list[RecordedWrite] = []
+        self._poll_shards = poll_shards
+        self._first_poll_delay_ms = first_poll_delay_seconds * 1000
+        self._sessions: dict[str, TrackedSession] = {}
+        self._schedules: dict[str, _Schedule] = {}
+        self._failures: dict[str, Exception] = {}
+        self._concurrent: list[StatusUpdate] = []
+        # The poller's workers write from several threads.
+        self._lock = threading.Lock()
+
+    # -- for tests ----------------------------------------------------------------------------------
+
+    def fail_next(self, operation: str, error: Exception) -> None:
+        """The next call of `operation` (a method name, e.g. "create_session") raises `error`."""
+        self._failures[operation] = error
+
+    def before_next_writes(self, *updates: StatusUpdate) -> None:
+        """Each of the next `record_status` calls first lets one of `updates` land (not logged), as a
+        callback or the poller writing at the same moment would."""
+        self._concurrent.extend(updates)
+
+    def session_ids(self) -> list[str]:
+        """Every session the store holds, e.g. to show that nothing was stored."""
+        with self._lock:
+            return list(self._sessions)
+
+    def due_entry(self, session_id: str) -> DueSession | None:
+        """The session as the due index shows it; None when it is not in the index."""
+        with self._lock:
+            schedule = self._schedules.get(session_id)
+            return None if schedule is None else self._due_session(session_id, schedule)
+
+    # -- StatusRecorder -----------------------------------------------------------------------------
+
+    def record_status(self, update: StatusUpdate, *, callback_secret_hash: str | None = None) -> WriteResult:
+        with self._lock:
+            self._fail_if_asked("record_status")
+            if self._concurrent:
+                self._write(self._concurrent.pop(0), None)
+            result = self._write(update, callback_secret_hash)
+            self.writes.append(RecordedWrite(update, callback_secret_hash, result.outcome))
+            return result
+
+    def _write(self, update: StatusUpdate, callback_secret_hash: str | None) -> WriteResult:
+        stored = self._sessions.get(update.session_id)
+        outcome = write_outcome(update, stored, callback_secret_hash=callback_secret_hash)
+        if outcome is not WriteOutcome.APPLIED:
+            return WriteResult(outcome, stored)
+        session = self._sessions[update.session_id] = _recorded(update, stored, self._now())
+        if update.is_final:
+            self._schedules.pop(update.session_id, None)
+        else:  # a recorded change resets the backoff and forgets the 404 count
+            self._schedules[update.session_id] = self._first_schedule(update.session_id)
+        return WriteResult(WriteOutcome.APPLIED, session)
+
+    # -- SessionLookup, SessionCreator --------------------------------------------------------------
+
+    def get_session(self, session_id: str) -> TrackedSession | None:
+        with self._lock:
+            self._fail_if_asked("get_session")
+            return self._sessions.get(session_id)
+
+    def create_session(
+        self,
+        session_id: str,
+        *,
+        expires_at: datetime | None,
+        session_url: str | None,
+        callback_secret_hash: str | None,
+    ) -> TrackedSession:
+        with self._lock:
+            self._fail_if_asked("create_session")
+            stored = self._sessions.get(session_id)
+            if stored is not None:
+                # The first callback won the race: its state stays, the secret goes on file (never replaced).
+                if callback_secret_hash is not None and not stored.has_callback_secret:
+                    attached: dict[str, str | None] = {"callback_secret_hash": callback_secret_hash}
+                    if stored.session_url is None:
+                        attached["session_url"] = session_url
+                    self._sessions[session_id] = stored.model_copy(update=attached)
+                raise Conflict(f"session {session_id} is already tracked")
+            now = self._now()
+            session = TrackedSession(
+                session_id=session_id,
+                status=Status.WAITING.value,
+                updated_at=now,
+                updated_at_ms=0,
+                expires_at=expires_at,
+                session_url=session_url,
+                last_source="sessions_api",
+                recorded_at=now,
+                callback_secret_hash=callback_secret_hash,
+            )
+            self._sessions[session_id] = session
+            self._schedules[session_id] = self._first_schedule(session_id)
+            return session
+
+    # -- DueQueue -----------------------------------------------------------------------------------
+
+    @property
+    def poll_shard_ids(self) -> list[str]:
+        return poll_shard_ids(self._poll_shards)
+
+    def due_sessions_page(
+        self, shard: str, *, due_by_ms: int, limit: int, start_key: PageKey | None = None
+    ) -> DuePage:
+        """Like a Query of the due index: oldest first, after `start_key`, and like DynamoDB a page
+        that reached `limit` says where to go on even if nothing follows."""
+        with self._lock:
+            self._fail_if_asked("due_sessions_page")
+            due = sorted(
+                (schedule.due_at_ms, session_id)
+                for session_id, schedule in self._schedules.items()
+                if schedule.shard == shard and schedule.due_at_ms <= due_by_ms
+            )
+            if start_key is not None:
+                due = [key for key in due if key > (start_key["due_at_ms"], start_key["session_id"])]
+            page = [
+                self._due_session(session_id, self._schedules[session_id]) for _, session_id in due[:limit]
+            ]
+        last = page[-1] if len(page) == limit else None
+        next_key = None if last is None else {"due_at_ms": last.poll_due_at, "session_id": last.session_id}
+        return DuePage(page, len(page), next_key)
+
+    def reschedule_poll(self, due: DueSession, *, next_due_at_ms: int, not_found: int = 0) -> bool:
+        with self._lock:
+            self._fail_if_asked("reschedule_poll")
+            schedule = self._schedule_as_seen(due)
+            if schedule is None:
+                return False
+            self._schedules[due.session_id] = replace(
+                schedule, due_at_ms=next_due_at_ms, attempts=due.poll_attempts + 1, not_found=not_found
+            )
+            return True
+
+    def stop_polling(self, due: DueSession) -> bool:
+        with self._lock:
+            self._fail_if_asked("stop_polling")
+            if self._schedule_as_seen(due) is None:
+                return False
+            del self._schedules[due.session_id]
+            return True
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return parse_timestamp(self.clock())  # milliseconds, as the table keeps timestamps
+
+    def _first_schedule(self, session_id: str) -> _Schedule:
+        due_at_ms = to_epoch_millis(self._now()) + self._first_poll_delay_ms
+        return _Schedule(poll_shard(session_id, self._poll_shards), due_at_ms)
+
+    def _schedule_as_seen(self, due: DueSession) -> _Schedule | None:
+        """The session's schedule if it still is what the poller saw (no change recorded since)."""
+        schedule = self._schedules.get(due.session_id)
+        if schedule is None or (schedule.due_at_ms, schedule.attempts) != (
+            due.poll_due_at,
+            due.poll_attempts,
+        ):
+            return None
+        return schedule
+
+    def _due_session(self, session_id: str, schedule: _Schedule) -> DueSession:
+        session = self._sessions[session_id]
+        return DueSession(
+            session_id=session_id,
+            poll_shard=schedule.shard,
+            poll_due_at=schedule.due_at_ms,
+            poll_attempts=schedule.attempts,
+            poll_not_found=schedule.not_found,
+            status=session.status,
+            updated_at_ms=session.updated_at_ms,
+            expires_at=session.expires_at,
+        )
+
+    def _fail_if_asked(self, operation: str) -> None:
+        error = self._failures.pop(operation, None)
+        if error is not None:
+            raise error
+
+
+def _recorded(update: StatusUpdate, stored: TrackedSession | None, now: datetime) -> TrackedSession:
+    """The session after `update` applied: like the repository's write, it sets what the update
+    carries and keeps what it leaves out (a token on file, the secret, the session URL)."""
+    observed = update.session
+    changes: dict[str, object] = {
+        "status": update.status,
+        "updated_at": observed.updated_at,
+        "updated_at_ms": update.updated_at_ms,
+        "recorded_at": now,
+        "last_source": update.source,
+    }
+    optional = {
+        "authorization_token": observed.authorization_token,
+        "order_id": observed.order_id,
+        "klarna_reference": observed.klarna_reference,
+        "last_event_id": update.event_id,
+        "expires_at": observed.expires_at,
+    }
+    changes |= {name: value for name, value in optional.items() if value is not None}
+    if stored is None:
+        return TrackedSession.model_validate({"session_id": update.session_id, **changes})
+    return stored.model_copy(update=changes)

@@ -1,0 +1,70 @@
+"""Reading request bodies: the one size limit and JSON, for the callback and the sessions API alike."""
+
+import base64
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hpp_core.callbacks import parse_callback_body
+from hpp_core.errors import BadRequest, PayloadTooLarge
+from hpp_core.models import CallbackBody
+from hpp_core.request_body import MAX_BODY_BYTES, body_bytes, json_value
+from hpp_core.sessions import parse_create_request
+
+# Deeper than Python's JSON parser can follow, and well under the size limit.
+TOO_DEEP = "[" * 30_000 + "]" * 30_000
+
+
+@pytest.mark.parametrize("body", ["x" * MAX_BODY_BYTES, b"x" * MAX_BODY_BYTES, "é" * (MAX_BODY_BYTES // 2)])
+def test_a_body_at_the_limit_is_read(body: str | bytes) -> None:
+    assert len(body_bytes(body, what="body")) == MAX_BODY_BYTES
+
+
+@pytest.mark.parametrize(
+    "body", ["x" * (MAX_BODY_BYTES + 1), b"x" * (MAX_BODY_BYTES + 1), "é" * (MAX_BODY_BYTES // 2 + 1)]
+)
+def test_a_body_over_the_limit_is_refused_by_its_bytes_not_its_characters(body: str | bytes) -> None:
+    with pytest.raises(PayloadTooLarge, match=f"callback body is larger than {MAX_BODY_BYTES} bytes"):
+        body_bytes(body, what="callback body")
+
+
+def test_base64_is_limited_by_its_decoded_size_and_must_be_base64() -> None:
+    at_limit = base64.b64encode(b"x" * MAX_BODY_BYTES).decode()
+    assert body_bytes(at_limit, what="body", base64_encoded=True) == b"x" * MAX_BODY_BYTES
+    with pytest.raises(PayloadTooLarge):
+        body_bytes(base64.b64encode(b"x" * (MAX_BODY_BYTES + 1)).decode(), what="body", base64_encoded=True)
+    with pytest.raises(BadRequest, match="request body is not valid base64"):
+        body_bytes("not base64!", what="request body", base64_encoded=True)
+
+
+def test_json_nested_deeper_than_the_parser_goes_is_not_json_rather_than_a_crash() -> None:
+    with pytest.raises(ValueError, match="nested too deeply"):
+        json_value(TOO_DEEP.encode())
+
+
+def test_a_too_deep_callback_body_is_unparsable_so_klarna_is_asked() -> None:
+    assert parse_callback_body(TOO_DEEP) is None
+
+
+def test_a_too_deep_create_request_is_a_400() -> None:
+    with pytest.raises(BadRequest, match="not valid JSON"):
+        parse_create_request(TOO_DEEP)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.binary(max_size=512) | st.text(max_size=512) | JSON.map(json.dumps))
+def test_a_callback_body_is_a_callback_nothing_or_a_400(body: bytes | str) -> None:
+    try:
+        parsed = parse_callback_body(body)
+    except BadRequest as exc:
+        assert exc.status_code == 400
+    else:
+        assert parsed is None or isinstance(parsed, CallbackBody)
