@@ -20,7 +20,7 @@ from hpp_core.errors import (
     StorageUnavailable,
 )
 from hpp_core.http import error_response
-from hpp_core.klarna import KlarnaClient, KlarnaUnavailable
+from hpp_core.klarna import KlarnaClient, KlarnaUnavailable, RetryPolicy
 from hpp_core.models import KlarnaSession, StatusUpdate, WriteOutcome
 from hpp_core.request_body import MAX_BODY_BYTES
 from hpp_core.sessions import (
@@ -359,6 +359,20 @@ def test_track_records_klarnas_answer_as_the_sessions_api(
     (write,) = store.writes
     assert (write.update.source, write.update.status) == ("sessions_api", "IN_PROGRESS")
     assert (result.outcome, result.session.status) == (WriteOutcome.APPLIED, "IN_PROGRESS")
+
+
+def test_track_retries_klarnas_hiccup_as_its_retry_policy_says(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    simulator.add_session(SID, status="IN_PROGRESS")
+    simulator.fail_next("GET", None, status=503)
+    waits: list[float] = []
+    retry = RetryPolicy(max_attempts=2, sleep=waits.append, jitter=lambda: 0.5)
+    result = track_session(SID, klarna=klarna, store=MemorySessionStore(), retry=retry)
+    assert result.session is not None
+    assert result.session.status == "IN_PROGRESS"
+    assert klarna_calls(simulator) == ["GET", "GET"]
+    assert waits == [0.05]  # half of the first backoff step (0.1 s)
 
 
 @pytest.mark.parametrize("bad", ["a/b", "a.b", "", "x" * 129, "../../x", "id with space"])
