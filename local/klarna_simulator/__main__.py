@@ -12,10 +12,10 @@ import sys
 import threading
 from types import FrameType
 
-from local.cli import key_value, seconds_range
+from local.common.cli import key_value, seconds_range
+from local.common.logs import configure_logging
 from local.klarna_simulator.chaos import CHAOS_PROFILES, chaos_profile
 from local.klarna_simulator.simulator import KlarnaSimulator, SimulatorConfig
-from local.logs import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,12 +39,12 @@ from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import urllib3
 
-from local.httpserver import HOST, HttpServer, Request, Response
+from local.common.httpserver import HOST, HttpServer, Request, Response
+from local.common.lifecycle import Startable
 from local.klarna_simulator.chaos import ChaosProfile, chaos_profile
 from local.klarna_simulator.clock import MonotonicClock, format_timestamp
 from local.klarna_simulator.journeys import MERCHANT_DISABLE, Journey, JourneyModel, session_rng
 from local.klarna_simulator.tasks import TaskScheduler
-from local.lifecycle import Startable
 
 if TYPE_CHECKING:
     import random

@@ -22,8 +22,8 @@ import urllib3
 from hpp_core.callback_secrets import hash_callback_secret, new_callback_secret, status_update_url
 from hpp_core.repository import SessionRepository
 from hpp_core.timestamps import parse_timestamp
-from local.sam import Template
 from local.stack import READY_KEYS
+from local.template import Template
 from tests.support.processes import alive, command_line, descendants, wait_gone
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import urllib3
 
-from local.httpserver import Response
+from local.common.httpserver import Response
 from local.klarna_simulator import KlarnaSimulator, SimulatorConfig, chaos_profile
 from tests.support.callback_receiver import CallbackReceiver, always
 

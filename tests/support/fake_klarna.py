@@ -29,8 +29,8 @@ from http import HTTPStatus
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from local.httpserver import HttpServer, Request, Response
-from local.lifecycle import Startable
+from local.common.httpserver import HttpServer, Request, Response
+from local.common.lifecycle import Startable
 
 SESSIONS_PATH = "/hpp/v1/sessions"
 DEFAULT_SESSION_LIFETIME = timedelta(hours=47)  # KP session lives ~48 h; HPP expires 1 h before it

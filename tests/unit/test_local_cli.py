@@ -4,7 +4,7 @@ import pytest
 
 from local.klarna_simulator.__main__ import build_parser as simulator_parser
 from local.klarna_simulator.__main__ import config_from_args
-from local.stack import build_parser, options_from_args
+from local.stack.cli import build_parser, options_from_args
 
 
 def test_stack_options() -> None:

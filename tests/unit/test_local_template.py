@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from local.sam import LocalValues, Resolver, Template
-from local.template import TemplateError
+from local.template import LocalValues, Resolver, Template, TemplateError
 
 SCRATCH = textwrap.dedent(
     """\
