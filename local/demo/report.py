@@ -115,12 +115,10 @@ def _activity(summary: dict[str, Any], record: RunRecord, tally: Tally, extra_co
 def check_events(
     events: list[dict[str, Any]], completed_ids: set[str], truth_by_id: dict[str, dict[str, Any]]
 ) -> EventCheck:
+    """The events received (copies included) against the sessions Klarna completed."""
     copies = Counter(_event_id(event) for event in events)
     distinct = list({_event_id(event): event for event in events}.values())
-    completed_by_session: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for event in distinct:
-        if event.get("detail-type") == COMPLETED_EVENT:
-            completed_by_session[event["detail"].get("session_id", "")].append(event["detail"])
+    completed_by_session = _completed_by_session(distinct)
     right, mismatches = 0, []
     for session_id in sorted(completed_ids | set(completed_by_session)):
         details = completed_by_session.get(session_id, [])
@@ -136,6 +134,15 @@ def check_events(
         extra_copies=sum(count - 1 for count in copies.values() if count > 1),
         mismatches=mismatches,
     )
+
+
+def _completed_by_session(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The details of the Completed events, by session."""
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in events:
+        if event.get("detail-type") == COMPLETED_EVENT:
+            found[event["detail"].get("session_id", "")].append(event["detail"])
+    return found
 
 
 def _event_id(event: dict[str, Any]) -> str:
