@@ -33,9 +33,9 @@ SECRET_TYPE = "AWS::SecretsManager::Secret"
 LOG_GROUP_TYPE = "AWS::Logs::LogGroup"
 IMPLICIT_API = "ServerlessRestApi"  # the API SAM creates for Api events without a RestApiId
 
-# Where SAM replaces a list instead of appending the function's to the Globals' (samtranslator's
+# Where SAM takes the resource's value as it is instead of merging it with the Globals' (samtranslator's
 # CUSTOM_STRATEGIES for the sections read here).
-_REPLACED_LISTS = frozenset({("Function", "Architectures")})
+_REPLACED = frozenset({("Function", "Architectures")})
 
 
 class TemplateError(ValueError):
@@ -202,8 +202,8 @@ def merge_globals(section: str, globals_: Mapping[str, Any], properties: Mapping
     """A resource's properties with its Globals section merged in, by SAM's rules.
 
     Maps merge key by key (recursively), the resource's value winning; lists are the Globals' items then
-    the resource's (Function.Architectures: the resource's replace them); anything else, an intrinsic
-    function included, and two values of different kinds: the resource's value wins.
+    the resource's; anything else, an intrinsic function included, two values of different kinds, and
+    Function.Architectures: the resource's value wins.
     """
     merged: dict[str, Any] = _merge(section, copy.deepcopy(dict(globals_)), copy.deepcopy(dict(properties)))
     return merged
@@ -211,11 +211,10 @@ def merge_globals(section: str, globals_: Mapping[str, Any], properties: Mapping
 
 def _merge(path: str, global_value: Any, local_value: Any) -> Any:
     kind = _kind(global_value)
-    if kind != _kind(local_value) or kind == "value":
+    if kind != _kind(local_value) or kind == "value" or tuple(path.split(".", 1)) in _REPLACED:
         return local_value
     if kind == "list":
-        replaced = tuple(path.split(".", 1)) in _REPLACED_LISTS
-        return local_value if replaced else global_value + local_value
+        return global_value + local_value
     merged = dict(global_value)
     for key, value in local_value.items():
         merged[key] = _merge(f"{path}.{key}", merged[key], value) if key in merged else value

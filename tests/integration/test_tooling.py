@@ -1,10 +1,7 @@
 """The test tooling itself: DynamoDB Local's lifecycle, template-derived tables, moto's server."""
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import textwrap
 import uuid
 from pathlib import Path
@@ -12,7 +9,6 @@ from pathlib import Path
 import boto3
 import pytest
 
-from local.common.lifecycle import stop_process
 from tests.support.dynamodb_local import DynamoDBLocal, DynamoDBLocalError, find_distribution
 from tests.support.moto_server import MotoServer
 from tests.support.template import TABLE_TYPE, Template, TemplateError, create_table, table_definition
@@ -178,29 +174,6 @@ def test_stop_leaves_no_java_process_and_frees_the_port():
         assert sock.connect_ex(("127.0.0.1", port)) != 0
     with pytest.raises(DynamoDBLocalError, match="not running"):
         _ = server.endpoint_url
-
-
-def test_stop_process_kills_a_child_that_ignores_sigterm_and_reaps_it():
-    ignores_term = "\n".join(
-        [
-            "import signal, time",
-            "signal.signal(signal.SIGTERM, signal.SIG_IGN)",
-            "print(flush=True)",
-            "time.sleep(60)",
-        ]
-    )
-    process = subprocess.Popen([sys.executable, "-c", ignores_term], stdout=subprocess.PIPE)
-    assert process.stdout is not None
-    process.stdout.readline()  # the handler is installed
-
-    stop_process(process, timeout=0.5)
-
-    assert process.returncode == -signal.SIGKILL
-    with pytest.raises(ProcessLookupError):
-        os.kill(process.pid, 0)  # reaped, not a zombie
-    process.stdout.close()
-    stop_process(process, timeout=0.5)  # stopping what has ended is harmless
-    stop_process(None, timeout=0.5)
 
 
 def test_startup_failure_reports_the_jvm_error(tmp_path):
