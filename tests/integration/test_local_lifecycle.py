@@ -60,12 +60,25 @@ def test_closing_ends_every_process_at_once_and_starts_no_more() -> None:
 def test_a_process_that_dies_with_its_thread_ends_when_that_thread_does() -> None:
     processes = ChildProcesses()
     spawned: list[subprocess.Popen[bytes]] = []
-    thread = threading.Thread(target=lambda: spawned.append(sleeper(processes, die_with_thread=True)))
+
+    def start_and_end() -> None:
+        process = processes.spawn(
+            [sys.executable, "-c", "import time; print(flush=True); time.sleep(60)"],
+            die_with_thread=True,
+            stdout=subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        process.stdout.readline()  # it runs Python: setpriv has set its parent-death signal
+        spawned.append(process)
+
+    thread = threading.Thread(target=start_and_end)
     thread.start()
     thread.join()
 
     [process] = spawned
     assert process.wait(timeout=10) == -signal.SIGKILL  # setpriv --pdeathsig: the kernel ended it
+    assert process.stdout is not None
+    process.stdout.close()
 
 
 # The pattern that hung the local stack: the main thread waits on an Event that the stop sets. With the
