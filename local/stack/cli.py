@@ -118,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         options = options_from_args(args)
-    except ValueError as error:
+        stack = LocalStack(options)  # reads the template
+    except (ValueError, OSError) as error:  # TemplateError is a ValueError
         parser.error(str(error))
     configure_logging(args.log_level)
-    stack = LocalStack(options)
     with StopSignals(lambda received: _stop(stack, received)):
         return run(stack)
 
