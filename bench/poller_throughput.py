@@ -145,44 +145,9 @@ def table_size(server: DynamoDBLocal) -> None:
     client = server.client(Config(max_pool_connections=LOAD_THREADS + concurrency * 2 + 4))
     created = utc_now() - timedelta(minutes=5)
     due_ids = [str(uuid.uuid4()) for _ in range(DUE_SESSIONS)]
-    first_due = created + timedelta(minutes=1)
-    due_rows = [row(s, status="WAITING", created=created, due_at=first_due) for s in due_ids]
-    not_due_for_a_month = created + timedelta(days=30)
-
-    def others() -> Iterator[dict[str, Any]]:
-        # Half final (no poll attributes: not in the index), half not due for a month (in the index).
-        for n in range(BIG_TABLE_ROWS - DUE_SESSIONS):
-            session_id = str(uuid.uuid4())
-            if n % 2:
-                yield row(session_id, status="COMPLETED", created=created, due_at=None)
-            else:
-                yield row(session_id, status="IN_PROGRESS", created=created, due_at=not_due_for_a_month)
-
     small, big = new_table(client), new_table(client)
-    load(client, small, iter(due_rows), DUE_SESSIONS)
-    load_seconds = load(client, big, iter(due_rows), DUE_SESSIONS)
-    load_seconds += load(client, big, others(), BIG_TABLE_ROWS - DUE_SESSIONS)
-    print(f"table size  loaded {BIG_TABLE_ROWS:,} rows in {load_seconds:.1f} s")
-
-    policy = PollPolicy(concurrency=concurrency, rate_per_second=100_000, time_margin_seconds=5)
-    times: dict[str, list[float]] = {small: [], big: []}
-    scanned: dict[str, list[int]] = {small: [], big: []}
-    with bench_klarna() as simulator:
-        for session_id in due_ids:
-            simulator.add_session(session_id, updated_at=created)
-        klarna = client_for(simulator, concurrency)
-        # Each round runs an hour later, when every polled session (next due <= 15 min) is due again.
-        for round_number in range(1 + REPEATS):
-            moment = utc_now() + timedelta(hours=round_number)
-            # Alternate which table goes first, so drift during a round favours neither.
-            for table in (small, big) if round_number % 2 else (big, small):
-                simulator.clear_requests()  # the request log would grow the process's heap run by run
-                repository = SessionRepository(table, client, poll_shards=SHARDS)
-                seconds, report = timed_run(repository, klarna, policy, fixed_clock(moment))
-                assert report.due == DUE_SESSIONS, report.summary()
-                if round_number:  # round 0 warms the JVM, the connections and the simulator up
-                    times[table].append(seconds)
-                    scanned[table].append(report.index_items_read)
+    load_tables(client, small, big, due_ids, created)
+    times, scanned = run_rounds(client, (small, big), due_ids, created, concurrency)
     small_time, big_time = min(times[small]), min(times[big])
     spread = "; ".join(
         f"{label} " + ", ".join(f"{t:.2f}" for t in times[table])
@@ -197,6 +162,53 @@ def table_size(server: DynamoDBLocal) -> None:
     )
     for table in (small, big):
         client.delete_table(TableName=table)
+
+
+def load_tables(client: Any, small: str, big: str, due_ids: list[str], created: datetime) -> None:
+    """The same due sessions in both tables; the big one also holds rows a run must not cost time for."""
+    first_due = created + timedelta(minutes=1)
+    due_rows = [row(s, status="WAITING", created=created, due_at=first_due) for s in due_ids]
+    not_due_for_a_month = created + timedelta(days=30)
+
+    def others() -> Iterator[dict[str, Any]]:
+        # Half final (no poll attributes: not in the index), half not due for a month (in the index).
+        for n in range(BIG_TABLE_ROWS - DUE_SESSIONS):
+            session_id = str(uuid.uuid4())
+            if n % 2:
+                yield row(session_id, status="COMPLETED", created=created, due_at=None)
+            else:
+                yield row(session_id, status="IN_PROGRESS", created=created, due_at=not_due_for_a_month)
+
+    load(client, small, iter(due_rows), DUE_SESSIONS)
+    load_seconds = load(client, big, iter(due_rows), DUE_SESSIONS)
+    load_seconds += load(client, big, others(), BIG_TABLE_ROWS - DUE_SESSIONS)
+    print(f"table size  loaded {BIG_TABLE_ROWS:,} rows in {load_seconds:.1f} s")
+
+
+def run_rounds(
+    client: Any, tables: tuple[str, str], due_ids: list[str], created: datetime, concurrency: int
+) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """Run times and index items read per table, alternating the tables, after a warm-up round."""
+    policy = PollPolicy(concurrency=concurrency, rate_per_second=100_000, time_margin_seconds=5)
+    times: dict[str, list[float]] = {table: [] for table in tables}
+    scanned: dict[str, list[int]] = {table: [] for table in tables}
+    with bench_klarna() as simulator:
+        for session_id in due_ids:
+            simulator.add_session(session_id, updated_at=created)
+        klarna = client_for(simulator, concurrency)
+        # Each round runs an hour later, when every polled session (next due <= 15 min) is due again.
+        for round_number in range(1 + REPEATS):
+            moment = utc_now() + timedelta(hours=round_number)
+            # Alternate which table goes first, so drift during a round favours neither.
+            for table in tables if round_number % 2 else tables[::-1]:
+                simulator.clear_requests()  # the request log would grow the process's heap run by run
+                repository = SessionRepository(table, client, poll_shards=SHARDS)
+                seconds, report = timed_run(repository, klarna, policy, fixed_clock(moment))
+                assert report.due == DUE_SESSIONS, report.summary()
+                if round_number:  # round 0 warms the JVM, the connections and the simulator up
+                    times[table].append(seconds)
+                    scanned[table].append(report.index_items_read)
+    return times, scanned
 
 
 def main() -> int:

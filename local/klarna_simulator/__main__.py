@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
-from types import FrameType
 
-from local.cli import key_value, seconds_range
+from local.common.cli import key_value, seconds_range
+from local.common.logs import configure_logging
+from local.common.signals import StopSignals
 from local.klarna_simulator import KlarnaSimulator, SimulatorConfig
 from local.klarna_simulator.chaos import CHAOS_PROFILES, chaos_profile
-from local.logs import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,17 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     configure_logging(args.log_level)
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    with KlarnaSimulator(config, host=args.host, port=args.port) as simulator:
+    # Not signal.signal(..., lambda: stop.set()): a handler taking the Event's lock while the main thread
+    # holds it in wait() deadlocks (see local.common.signals).
+    with (
+        StopSignals(lambda _: stop.set()),
+        KlarnaSimulator(config, host=args.host, port=args.port) as simulator,
+    ):
         ready = {"klarna_url": simulator.url, "username": config.username, "password": config.password}
         print(json.dumps(ready), flush=True)
-        while not stop.wait(0.5):
-            pass
+        stop.wait()
     return 0
 
 

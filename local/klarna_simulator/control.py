@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
-from local.httpserver import Request, Response
+from local.common.httpserver import Request, Response
 from local.klarna_simulator.chaos import chaos_profile
 from local.klarna_simulator.klarna_api import Rejected
 from local.klarna_simulator.records import InvalidOperation

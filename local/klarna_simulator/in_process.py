@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 
-from local.httpserver import Handler, Request
+from local.common.httpserver import Handler, Request
 
 
 class InProcessPool(urllib3.PoolManager):

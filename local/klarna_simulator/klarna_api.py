@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from local.httpserver import Response
+from local.common.httpserver import Response
 
 if TYPE_CHECKING:
     import random

@@ -19,7 +19,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from local.httpserver import Request, Response
+from local.common.httpserver import Request, Response
 
 # A scripted body: raw bytes or text (sent as they are), or JSON; None: Klarna's error body for a 4xx/5xx.
 type Body = bytes | str | Mapping[str, Any] | list[Any] | None

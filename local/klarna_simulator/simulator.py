@@ -43,7 +43,8 @@ from urllib.parse import parse_qs, unquote
 
 import urllib3
 
-from local.httpserver import HOST, HttpServer, Request, Response
+from local.common.httpserver import HOST, HttpServer, Request, Response
+from local.common.lifecycle import Startable
 from local.klarna_simulator import control
 from local.klarna_simulator.callbacks import CallbackSender, callback_body
 from local.klarna_simulator.clock import SimulatorClock, format_timestamp, parse_timestamp
@@ -72,7 +73,6 @@ from local.klarna_simulator.records import (
 )
 from local.klarna_simulator.scripting import Body, Fault, FaultScript, RecordedRequest, RequestLog
 from local.klarna_simulator.tasks import TaskScheduler
-from local.lifecycle import Startable
 
 if TYPE_CHECKING:
     import random

@@ -14,7 +14,7 @@ import boto3
 import pytest
 import urllib3
 
-from local.fault_proxy import AwsFaults
+from local.emulators.fault_proxy import AwsFaults
 from local.klarna_simulator import SimulatorConfig
 from local.stack import READY_KEYS, LocalStack, StackOptions
 

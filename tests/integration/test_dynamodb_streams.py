@@ -1,4 +1,5 @@
-"""local.dynamodb_streams: a table's real stream (DynamoDB Local, then moto), handed over as Lambda does."""
+"""local.emulators.dynamodb_streams: a table's real stream (DynamoDB Local, then moto), handed over as
+Lambda does."""
 
 import uuid
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from aws_lambda_powertools.utilities.parser.models import DynamoDBStreamModel
 
 from hpp_core.models import KlarnaSession, StatusUpdate
 from hpp_core.repository import SessionRepository
-from local.dynamodb_streams import StreamReader, lambda_event
+from local.emulators.dynamodb_streams import StreamReader, lambda_event
 from tests.support.lambda_runtime import load_event
 from tests.support.template import create_table
 

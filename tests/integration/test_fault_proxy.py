@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from local.fault_proxy import AwsFaults, FaultProxy
+from local.emulators.fault_proxy import AwsFaults, FaultProxy
 from tests.support.template import create_table
 
 NO_RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 1})

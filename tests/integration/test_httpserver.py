@@ -1,4 +1,4 @@
-"""local/httpserver.py over real sockets: the parts its users lean on (dropped connections, error hook)."""
+"""local/common/httpserver.py over real sockets: what its users lean on (dropped connections, error hook)."""
 
 import socket
 import threading
@@ -6,7 +6,7 @@ import threading
 import pytest
 import urllib3
 
-from local.httpserver import HttpServer, Request, Response
+from local.common.httpserver import HttpServer, Request, Response
 
 HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(total=10))
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import urllib3
 
-from local.httpserver import Response
+from local.common.httpserver import Response
 from local.klarna_simulator import (
     SESSIONS_PATH,
     InvalidOperation,

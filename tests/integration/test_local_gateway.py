@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import urllib3
 
-from local.gateway import Gateway, Route
-from local.runtime import InvokeResult
+from local.emulators.gateway import Gateway, Route
+from local.emulators.runtime import InvokeResult
 from tests.support.lambda_runtime import load_event
 
 HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(total=10))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from local.runtime import FunctionConfig, FunctionInitError, FunctionRuntime
-from local.scheduler import Scheduler, ScheduleSpec
+from local.emulators.runtime import WORKER_SCRIPT, FunctionConfig, FunctionInitError, FunctionRuntime
+from local.emulators.scheduler import Scheduler, ScheduleSpec
 
 HANDLER = textwrap.dedent(
     """\
@@ -224,6 +224,6 @@ def test_the_scheduler_invokes_on_the_interval_with_a_counting_down_context(runt
 
 
 def test_the_worker_script_uses_nothing_from_this_repository() -> None:
-    source = (Path(__file__).resolve().parents[2] / "local" / "lambda_worker.py").read_text()
+    source = WORKER_SCRIPT.read_text()
     imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert all(line.split()[1].split(".")[0] in sys.stdlib_module_names for line in imports), imports

@@ -24,13 +24,13 @@ from hpp_core.models import KlarnaSession, StatusUpdate, UpdateSource
 from hpp_core.publishing import COMPLETED, STATUS_CHANGED, event_id
 from hpp_core.repository import SessionRepository
 from hpp_core.settings import ConfigurationError
-from local.dynamodb_streams import StreamReader, lambda_event
-from local.stream_mapping import StreamMapping, records_to_retry
+from local.emulators.dynamodb_streams import StreamReader, lambda_event
+from local.emulators.stream_mapping import StreamMapping, records_to_retry
 from tests.support.event_bus import ScriptedEventBridge, SubscribedBus, detail_of
 from tests.support.event_schemas import schema_errors
 from tests.support.functions import import_function
 from tests.support.lambda_runtime import LambdaContext
-from tests.support.template import create_table, load_template
+from tests.support.template import Template, create_table
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -39,7 +39,7 @@ SOURCE = "com.example.hpp-tracker"  # not the default: the source comes from con
 TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
 SECRET = "sample-secret-not-real-8a3f2c91d4e7b6a5"
 EXPIRES = "2019-05-15T13:51:43.507Z"
-MAPPING = StreamMapping.from_template(load_template(), "PublisherFunction")
+MAPPING = StreamMapping.from_template(Template.load(), "PublisherFunction")
 # The README's example consumer rule (detail-type routing); the second queue takes the status changes.
 COMPLETED_RULE = {"source": [SOURCE], "detail-type": [COMPLETED]}
 STATUS_RULE = {"source": [SOURCE], "detail-type": [STATUS_CHANGED]}

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from local.runtime import InvokeResult
-from local.stream_mapping import StreamFilter, StreamMapping
-from local.stream_pump import StreamPump
+from local.emulators.runtime import InvokeResult
+from local.emulators.stream_mapping import StreamFilter, StreamMapping
+from local.emulators.stream_pump import StreamPump
 from tests.support.template import create_table
 
 FUNCTION_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:publisher"

@@ -1,10 +1,7 @@
 """The test tooling itself: DynamoDB Local's lifecycle, template-derived tables, moto's server."""
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import textwrap
 import uuid
 from pathlib import Path
@@ -12,17 +9,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from local.lifecycle import stop_process
 from tests.support.dynamodb_local import DynamoDBLocal, DynamoDBLocalError, find_distribution
 from tests.support.moto_server import MotoServer
-from tests.support.template import (
-    TEMPLATE_PATH,
-    TemplateError,
-    create_table,
-    load_template,
-    table_definition,
-    table_resources,
-)
+from tests.support.template import TABLE_TYPE, Template, TemplateError, create_table, table_definition
 
 # A table written the way template.yaml writes one, with every short-form tag the loader must read.
 SCRATCH_TEMPLATE = textwrap.dedent(
@@ -66,10 +55,10 @@ SCRATCH_TEMPLATE = textwrap.dedent(
 
 
 @pytest.fixture
-def scratch_template(tmp_path: Path) -> dict:
+def scratch_template(tmp_path: Path) -> Template:
     path = tmp_path / "template.yaml"
     path.write_text(SCRATCH_TEMPLATE)
-    return load_template(path)
+    return Template.load(path)
 
 
 def unique(prefix: str) -> str:
@@ -80,12 +69,12 @@ def unique(prefix: str) -> str:
 
 
 def test_short_form_tags_load_as_long_form(scratch_template):
-    table = scratch_template["Resources"]["Table"]["Properties"]
+    table = scratch_template.properties("Table")
     assert table["TableName"] == {"Fn::Sub": "${AWS::StackName}-sessions"}
     assert table["DeletionProtectionEnabled"] == {"Fn::If": ["IsProd", True, False]}
     assert table["SSESpecification"]["KMSMasterKeyId"] == {"Fn::GetAtt": ["Key", "Arn"]}
     assert table["Tags"][0]["Value"] == {"Ref": "AWS::StackName"}
-    assert scratch_template["Conditions"]["IsProd"] == {"Fn::Equals": [{"Ref": "Stage"}, "prod"]}
+    assert scratch_template.document["Conditions"]["IsProd"] == {"Fn::Equals": [{"Ref": "Stage"}, "prod"]}
 
 
 def test_table_definition_keeps_only_what_create_table_accepts(scratch_template):
@@ -119,7 +108,7 @@ def test_table_definition_names_what_is_wrong(scratch_template):
         table_definition("Missing", scratch_template)
     with pytest.raises(TemplateError, match="not an AWS::DynamoDB::Table"):
         table_definition("Key", scratch_template)
-    scratch_template["Resources"]["Table"]["Properties"]["BillingMode"] = {"Ref": "BillingMode"}
+    scratch_template.properties("Table")["BillingMode"] = {"Ref": "BillingMode"}
     with pytest.raises(TemplateError, match="cannot resolve"):
         table_definition("Table", scratch_template)
 
@@ -160,7 +149,7 @@ def test_table_from_template_has_stream_ttl_and_takes_conditional_writes(dynamod
     assert [record["eventName"] for record in records] == ["INSERT"]
 
 
-@pytest.mark.parametrize("logical_id", sorted(table_resources(load_template(TEMPLATE_PATH))))
+@pytest.mark.parametrize("logical_id", sorted(Template.load().of_type(TABLE_TYPE)))
 def test_every_table_of_template_yaml_creates_in_dynamodb_local(dynamodb_local, logical_id):
     client = dynamodb_local.client()
     name = unique(logical_id.lower())
@@ -185,29 +174,6 @@ def test_stop_leaves_no_java_process_and_frees_the_port():
         assert sock.connect_ex(("127.0.0.1", port)) != 0
     with pytest.raises(DynamoDBLocalError, match="not running"):
         _ = server.endpoint_url
-
-
-def test_stop_process_kills_a_child_that_ignores_sigterm_and_reaps_it():
-    ignores_term = "\n".join(
-        [
-            "import signal, time",
-            "signal.signal(signal.SIGTERM, signal.SIG_IGN)",
-            "print(flush=True)",
-            "time.sleep(60)",
-        ]
-    )
-    process = subprocess.Popen([sys.executable, "-c", ignores_term], stdout=subprocess.PIPE)
-    assert process.stdout is not None
-    process.stdout.readline()  # the handler is installed
-
-    stop_process(process, timeout=0.5)
-
-    assert process.returncode == -signal.SIGKILL
-    with pytest.raises(ProcessLookupError):
-        os.kill(process.pid, 0)  # reaped, not a zombie
-    process.stdout.close()
-    stop_process(process, timeout=0.5)  # stopping what has ended is harmless
-    stop_process(None, timeout=0.5)
 
 
 def test_startup_failure_reports_the_jvm_error(tmp_path):

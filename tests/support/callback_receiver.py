@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self
 
-from local.httpserver import HttpServer, Request, Response
-from local.lifecycle import Startable
+from local.common.httpserver import HttpServer, Request, Response
+from local.common.lifecycle import Startable
 
 
 @dataclass(frozen=True)

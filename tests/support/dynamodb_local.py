@@ -1,6 +1,6 @@
-"""DynamoDB Local for tests: the runner lives in ``local.dynamodb_local``, shared with the local stack."""
+"""DynamoDB Local for tests: the runner is ``local.emulators.dynamodb_local``, shared with the local stack."""
 
-from local.dynamodb_local import (
+from local.emulators.dynamodb_local import (
     HOST,
     PACKAGE_DIR,
     REGION,

@@ -13,7 +13,7 @@ from typing import Self
 
 from moto.server import ThreadedMotoServer
 
-from local.lifecycle import Startable
+from local.common.lifecycle import Startable
 
 HOST = "127.0.0.1"
 

@@ -4,20 +4,20 @@ from local.template import (
     TABLE_TYPE,
     TEMPLATE_PATH,
     TableDefinition,
+    Template,
     TemplateError,
     create_table,
     load_template,
     table_definition,
-    table_resources,
 )
 
 __all__ = [
     "TABLE_TYPE",
     "TEMPLATE_PATH",
     "TableDefinition",
+    "Template",
     "TemplateError",
     "create_table",
     "load_template",
     "table_definition",
-    "table_resources",
 ]

@@ -4,7 +4,7 @@ import pytest
 
 from local.klarna_simulator.__main__ import build_parser as simulator_parser
 from local.klarna_simulator.__main__ import config_from_args
-from local.stack import build_parser, options_from_args
+from local.stack.cli import build_parser, main, options_from_args
 
 
 def test_stack_options() -> None:
@@ -78,3 +78,14 @@ def test_simulator_options() -> None:
     )
     assert config.callback_attempts == 2
     assert config.merchant_disable_url == "http://127.0.0.1:1/prod/sessions/{session_id}"
+
+
+def test_a_template_that_cannot_be_read_is_refused_before_anything_starts(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "list.yaml").write_text("- not a mapping\n")
+    for template, problem in [("missing.yaml", "No such file"), ("list.yaml", "is not a YAML mapping")]:
+        with pytest.raises(SystemExit) as exited:
+            main(["--template", str(tmp_path / template)])
+        assert exited.value.code == 2
+        assert problem in capsys.readouterr().err

@@ -3,8 +3,8 @@
 import json
 from datetime import UTC, datetime
 
-from local.runtime import render_log_line
-from local.scheduler import ScheduleSpec, rate_seconds
+from local.emulators.runtime import render_log_line
+from local.emulators.scheduler import ScheduleSpec, rate_seconds
 
 
 def test_powertools_json_lines_become_level_message_and_fields() -> None:

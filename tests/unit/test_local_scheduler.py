@@ -4,8 +4,8 @@ context attributes filled in (the poller validates them), or the default notific
 import json
 from datetime import UTC, datetime
 
-from local.sam import Template
-from local.scheduler import ScheduleSpec
+from local.emulators.scheduler import ScheduleSpec
+from local.template import Template
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 

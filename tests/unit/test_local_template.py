@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from local.sam import LocalValues, Resolver, Template
-from local.template import TemplateError
+from local.template import LocalValues, Resolver, Template, TemplateError
 
 SCRATCH = textwrap.dedent(
     """\
@@ -144,3 +143,61 @@ def test_the_real_template_gives_every_function_its_code_handler_and_layer() -> 
         assert {"Ref": "CoreLayer"} in spec.properties["Layers"]
         assert "TABLE_NAME" in spec.properties["Environment"]["Variables"]
     assert (template.layer_path("CoreLayer") / "hpp_core" / "__init__.py").is_file()
+
+
+GLOBAL_SETTINGS = textwrap.dedent(
+    """\
+    Transform: AWS::Serverless-2016-10-31
+    Parameters:
+      LogLevel: {Type: String, Default: INFO}
+    Globals:
+      Function:
+        Architectures: [arm64]
+        Tags: [{Key: app, Value: tracker}]
+        ReservedConcurrentExecutions: 5
+        LoggingConfig:
+          LogFormat: JSON
+          ApplicationLogLevel: !Ref LogLevel
+    Resources:
+      FirstLogGroup: {Type: AWS::Logs::LogGroup}
+      First:
+        Type: AWS::Serverless::Function
+        Properties:
+          Architectures: [x86_64]
+          Tags: [{Key: part, Value: first}]
+          LoggingConfig:
+            LogGroup: !Ref FirstLogGroup
+            ApplicationLogLevel: DEBUG
+      Second:
+        Type: AWS::Serverless::Function
+        IgnoreGlobals: [LoggingConfig]
+        Properties:
+          LoggingConfig: {LogGroup: second}
+      Third:
+        Type: AWS::Serverless::Function
+        IgnoreGlobals: "*"
+        Properties: {}
+    """
+)
+
+
+def test_settings_given_once_in_globals_reach_each_function_as_sam_merges_them(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text(GLOBAL_SETTINGS)
+    first, second, third = (
+        Template.load(path).function(name).properties for name in ("First", "Second", "Third")
+    )
+
+    # A map merges key by key: the function keeps its own log group and its own level.
+    assert first["LoggingConfig"] == {
+        "LogFormat": "JSON",
+        "ApplicationLogLevel": "DEBUG",
+        "LogGroup": {"Ref": "FirstLogGroup"},
+    }
+    assert first["Tags"] == [{"Key": "app", "Value": "tracker"}, {"Key": "part", "Value": "first"}]
+    assert first["Architectures"] == ["x86_64"]  # SAM replaces this list instead of appending to it
+    assert first["ReservedConcurrentExecutions"] == 5  # any key of Globals, not a fixed few
+    # IgnoreGlobals leaves out what it names, or everything.
+    assert second["LoggingConfig"] == {"LogGroup": "second"}
+    assert second["Architectures"] == ["arm64"]
+    assert third == {}

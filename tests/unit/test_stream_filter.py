@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 
 from hpp_core.publishing import change_from_record, events_for_change
 from hpp_core.statuses import Status
-from local.stream_mapping import (
+from local.emulators.stream_mapping import (
     MAX_FILTERS,
     MAX_PATTERN_LENGTH,
     MappingError,
@@ -24,9 +24,9 @@ from local.stream_mapping import (
     records_to_retry,
 )
 from tests.support.lambda_runtime import load_event
-from tests.support.template import load_template
+from tests.support.template import Template
 
-TEMPLATE = load_template()
+TEMPLATE = Template.load()
 MAPPING = StreamMapping.from_template(TEMPLATE, "PublisherFunction")
 # Every status the tracker knows, and one Klarna might add later.
 STATUSES = [status.value for status in Status] + ["PAUSED_BY_CONSUMER"]
@@ -71,7 +71,7 @@ def test_the_mapping_retries_only_what_failed_within_bounds_then_sends_it_to_the
     assert 0 <= MAPPING.maximum_retry_attempts <= 10_000  # -1 would retry until the record expires
     assert 60 <= MAPPING.maximum_record_age_seconds <= 3600  # a Completed token is valid 60 minutes
     assert MAPPING.maximum_batching_window_seconds == 0
-    resources = TEMPLATE["Resources"]
+    resources = TEMPLATE.resources
     queue = MAPPING.on_failure_destination["Fn::GetAtt"][0]
     assert resources[queue]["Type"] == "AWS::SQS::Queue"
     alarms = [r for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
@@ -80,7 +80,7 @@ def test_the_mapping_retries_only_what_failed_within_bounds_then_sends_it_to_the
 
 
 def test_the_table_stream_carries_both_images() -> None:
-    table = TEMPLATE["Resources"]["SessionsTable"]["Properties"]
+    table = TEMPLATE.properties("SessionsTable")
     assert table["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
 
 

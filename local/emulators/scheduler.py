@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from local.runtime import InvokeResult
+from local.emulators.runtime import InvokeResult
 
-_log = logging.getLogger("local.scheduler")
+_log = logging.getLogger("local.emulators.scheduler")
 _RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
@@ -113,8 +113,12 @@ class Scheduler:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Start no more runs; `stop()` then waits for the runs in progress."""
         self._stop.set()
+
+    def stop(self) -> None:
+        self.halt()
         for thread in self._threads:
             thread.join(timeout=5)  # a run in progress finishes in its worker; the stack stops that next
         self._threads.clear()

@@ -1,6 +1,6 @@
 """A function's DynamoDB stream event source mapping, read from template.yaml, applied as Lambda applies it.
 
-`StreamMapping.from_template(template, "PublisherFunction")` gives the settings Lambda runs the stream
+`StreamMapping.from_template(Template.load(), "PublisherFunction")` gives the settings Lambda runs the stream
 with (batch size, starting position, retries, record age, bisect, partial batch responses) and its
 `StreamFilter`, which decides which records Lambda hands the function. `records_to_retry` says which
 records Lambda delivers again after a partial batch response. The tests and the local stack's stream
@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from moto.events.models import EventPattern
+
+from local.template import Template, TemplateError
 
 # Lambda's limits (docs: "Control which events Lambda sends to your function"; API: Filter.Pattern).
 MAX_FILTERS = 5  # per event source mapping, by default (10 with a quota increase)
@@ -101,17 +103,21 @@ def _check_node(node: Mapping[str, Any], where: str) -> None:
             if not value:
                 raise MappingError(f"{where}: {key!r} is an empty list")
             for rule in value:
-                if isinstance(rule, Mapping):
-                    unknown = set(rule) - DOCUMENTED_OPERATORS
-                    if len(rule) != 1 or unknown:
-                        raise MappingError(
-                            f"{where}: {key!r} uses {sorted(rule)}; Lambda documents "
-                            f"{sorted(DOCUMENTED_OPERATORS)}, one per rule"
-                        )
-                elif not (rule is None or isinstance(rule, str | int | float | bool)):
-                    raise MappingError(f"{where}: {key!r} holds {type(rule).__name__}, not a value or rule")
+                _check_rule(rule, key, where)
         else:
             raise MappingError(f"{where}: {key!r} must be an object or a list of rules")
+
+
+def _check_rule(rule: Any, key: str, where: str) -> None:
+    """One item of a list of rules: a plain value, or one documented operator."""
+    if isinstance(rule, Mapping):
+        if len(rule) != 1 or set(rule) - DOCUMENTED_OPERATORS:
+            raise MappingError(
+                f"{where}: {key!r} uses {sorted(rule)}; Lambda documents "
+                f"{sorted(DOCUMENTED_OPERATORS)}, one per rule"
+            )
+    elif not (rule is None or isinstance(rule, str | int | float | bool)):
+        raise MappingError(f"{where}: {key!r} holds {type(rule).__name__}, not a value or rule")
 
 
 @dataclass(frozen=True)
@@ -133,22 +139,20 @@ class StreamMapping:
     enabled: bool = True
 
     @classmethod
-    def from_template(
-        cls, template: Mapping[str, Any], function: str, event: str | None = None
-    ) -> StreamMapping:
+    def from_template(cls, template: Template, function: str, event: str | None = None) -> StreamMapping:
         """The DynamoDB event `event` of the SAM function `function` (the only one when `event` is None)."""
-        resource = (template.get("Resources") or {}).get(function)
-        if not isinstance(resource, Mapping):
-            raise MappingError(f"no resource {function!r} in the template")
-        events = (resource.get("Properties") or {}).get("Events") or {}
-        streams = {name: spec for name, spec in events.items() if spec.get("Type") == _DYNAMODB_EVENT}
+        try:
+            spec = template.function(function)
+        except TemplateError as error:
+            raise MappingError(str(error)) from None
+        streams = {stream.name: stream for stream in spec.events_of(_DYNAMODB_EVENT)}
         if event is None:
             if len(streams) != 1:
                 raise MappingError(f"{function} has {len(streams)} DynamoDB events: name the one you mean")
             event = next(iter(streams))
         if event not in streams:
             raise MappingError(f"{function} has no DynamoDB event {event!r}")
-        return cls.from_event(function, streams[event].get("Properties") or {})
+        return cls.from_event(function, streams[event].properties)
 
     @classmethod
     def from_event(cls, function: str, props: Mapping[str, Any]) -> StreamMapping:
@@ -193,11 +197,16 @@ def records_to_retry(batch: Sequence[Mapping[str, Any]], response: Any) -> list[
     failures = response.get("batchItemFailures")
     if not failures:
         return []
+    return [dict(record) for record in batch[_retry_from(batch, failures) :]]
+
+
+def _retry_from(batch: Sequence[Mapping[str, Any]], failures: Any) -> int:
+    """The position in `batch` of the earliest record `failures` reports; 0 (the whole batch) when Lambda
+    cannot read the report (not a list, an item without a string `itemIdentifier`, one not in the batch)."""
+    if not isinstance(failures, list):
+        return 0
     positions = {record["dynamodb"]["SequenceNumber"]: index for index, record in enumerate(batch)}
-    first = None
-    for item in failures if isinstance(failures, list) else [None]:
-        identifier = item.get("itemIdentifier") if isinstance(item, Mapping) else None
-        if not isinstance(identifier, str) or identifier not in positions:
-            return [dict(record) for record in batch]
-        first = positions[identifier] if first is None else min(first, positions[identifier])
-    return [dict(record) for record in batch[first or 0 :]]
+    identifiers = [item.get("itemIdentifier") if isinstance(item, Mapping) else None for item in failures]
+    if not all(isinstance(identifier, str) and identifier in positions for identifier in identifiers):
+        return 0
+    return min(positions[identifier] for identifier in identifiers)

@@ -1,7 +1,7 @@
 """Read a table's DynamoDB stream and hand its records over exactly as Lambda delivers them.
 
 The one stream reader: used by the tests (records from DynamoDB Local's real stream, after real writes)
-and by the local stack's stream pump (local/stream_pump.py), which delivers what it reads.
+and by the local stack's stream pump (local/emulators/stream_pump.py), which delivers what it reads.
 A Lambda DynamoDB event is `{"Records": [...]}`; each record is what the streams
 API's GetRecords returns for it (`eventID`, `eventName`, `eventVersion`, `eventSource`, `awsRegion`,
 `dynamodb` with `ApproximateCreationDateTime`, `Keys`, `NewImage`, `OldImage`, `SequenceNumber`,
@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -140,26 +140,27 @@ class StreamReader:
         # holds only new records and is read from its beginning.
         first_discovery = not self._started
         self._started = True
-        start: str | None = None
+        for shard in self._shards():
+            shard_id = shard["ShardId"]
+            if shard_id in self._iterators or shard_id in self._finished:
+                continue
+            self._parents[shard_id] = shard.get("ParentShardId")
+            closed = bool(shard.get("SequenceNumberRange", {}).get("EndingSequenceNumber"))
+            if first_discovery and self._starting_position == "LATEST" and closed:
+                self._finished.add(shard_id)  # nothing will be written to it from now on
+                continue
+            position = self._starting_position if first_discovery else "TRIM_HORIZON"
+            self._iterators[shard_id] = self._iterator(shard_id, position)
+
+    def _shards(self) -> Iterator[Mapping[str, Any]]:
+        """Every shard of the stream, page by page."""
+        kwargs: dict[str, Any] = {"StreamArn": self.stream_arn}
         while True:
-            kwargs: dict[str, Any] = {"StreamArn": self.stream_arn}
-            if start:
-                kwargs["ExclusiveStartShardId"] = start
             description = self.client.describe_stream(**kwargs)["StreamDescription"]
-            for shard in description.get("Shards", []):
-                shard_id = shard["ShardId"]
-                if shard_id in self._iterators or shard_id in self._finished:
-                    continue
-                self._parents[shard_id] = shard.get("ParentShardId")
-                closed = bool(shard.get("SequenceNumberRange", {}).get("EndingSequenceNumber"))
-                if first_discovery and self._starting_position == "LATEST" and closed:
-                    self._finished.add(shard_id)  # nothing will be written to it from now on
-                    continue
-                position = self._starting_position if first_discovery else "TRIM_HORIZON"
-                self._iterators[shard_id] = self._iterator(shard_id, position)
-            start = description.get("LastEvaluatedShardId")
-            if not start:
+            yield from description.get("Shards", [])
+            if not description.get("LastEvaluatedShardId"):
                 return
+            kwargs["ExclusiveStartShardId"] = description["LastEvaluatedShardId"]
 
     def _iterator(self, shard_id: str, position: str, after: str | None = None) -> str:
         kwargs: dict[str, Any] = {"StreamArn": self.stream_arn, "ShardId": shard_id}

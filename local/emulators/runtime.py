@@ -15,25 +15,23 @@ the stack at once with the function's own error) and stay warm.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import select
-import struct
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import IO, Any
 
+from local.common.lifecycle import ChildProcesses, ProcessesClosed, stop_processes
+
 WORKER_SCRIPT = Path(__file__).resolve().with_name("lambda_worker.py")
-_HEADER = struct.Struct(">I")
 _INIT_TIMEOUT = 30.0  # Lambda allows 10 s of init; a cold Python with boto3 on a busy laptop needs more
-_log = logging.getLogger("local.runtime")
+_log = logging.getLogger("local.emulators.runtime")
 
 
 class FunctionInitError(RuntimeError):
@@ -100,58 +98,53 @@ class _WorkerDied(Exception):
 class _Worker:
     number: int
     process: subprocess.Popen[bytes]
-    request_fd: int
-    response_fd: int
+    connection: Connection  # invocations out, answers back, one JSON message each
     relays: list[threading.Thread] = field(default_factory=list)
 
     def send(self, message: Any) -> None:
-        data = json.dumps(message).encode()
-        data = _HEADER.pack(len(data)) + data
         try:
-            while data:
-                data = data[os.write(self.request_fd, data) :]
+            self.connection.send_bytes(json.dumps(message).encode())
         except OSError:
             raise _WorkerDied from None
 
     def receive(self, deadline: float) -> Any:
-        """The next frame; TimeoutError past `deadline`; _WorkerDied if the process went away."""
-        header = self._read(_HEADER.size, deadline)
-        return json.loads(self._read(_HEADER.unpack(header)[0], deadline))
-
-    def _read(self, size: int, deadline: float) -> bytes:
-        data = bytearray()
-        while len(data) < size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            ready, _, _ = select.select([self.response_fd], [], [], remaining)
-            if not ready:
-                continue
-            chunk = os.read(self.response_fd, size - len(data))
-            if not chunk:
-                raise _WorkerDied
-            data += chunk
-        return bytes(data)
+        """The next message; TimeoutError past `deadline`; _WorkerDied if the process went away."""
+        try:
+            answered = self.connection.poll(max(0.0, deadline - time.monotonic()))
+            message = self.connection.recv_bytes() if answered else None
+        except (EOFError, OSError):
+            raise _WorkerDied from None
+        if message is None:
+            raise TimeoutError
+        return json.loads(message)
 
     def close(self, grace: float = 2.0) -> None:
         """End of input lets the worker exit by itself; one that does not is killed."""
-        for fd in (self.request_fd, self.response_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self.connection.close()
         try:
             self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=5)
+        self.join_relays()
+
+    def join_relays(self) -> None:
         for relay in self.relays:
             relay.join(timeout=2)
 
 
 class FunctionRuntime:
-    def __init__(self, config: FunctionConfig, *, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        config: FunctionConfig,
+        *,
+        python: str = sys.executable,
+        processes: ChildProcesses | None = None,
+    ) -> None:
         self.config = config
         self.stats = RuntimeStats()
         self._python = python
+        self._processes = processes or ChildProcesses()
         self._log = logging.getLogger(f"local.fn.{config.logical_id}")
         self._condition = threading.Condition()
         self._idle: list[_Worker] = []
@@ -166,12 +159,10 @@ class FunctionRuntime:
 
     def start(self) -> None:
         """Start the first instance (the function's cold start); FunctionInitError if it cannot import."""
-        worker = self._spawn()
-        with self._condition:
-            self._all.add(worker)
-            self._idle.append(worker)
+        self._add(self._spawn(), idle=True)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """End every instance at once; an invocation in flight ends with it, as on Lambda."""
         with self._condition:
             self._stopping = True
             workers = list(self._all)
@@ -179,7 +170,10 @@ class FunctionRuntime:
             self._idle.clear()
             self._condition.notify_all()
         for worker in workers:
-            worker.close()
+            worker.connection.close()
+        stop_processes([worker.process for worker in workers], timeout)
+        for worker in workers:
+            worker.join_relays()
 
     @property
     def stopping(self) -> bool:
@@ -254,10 +248,16 @@ class FunctionRuntime:
         finally:
             with self._condition:
                 self._starting -= 1
+        return self._add(worker, idle=False)
+
+    def _add(self, worker: _Worker, *, idle: bool) -> _Worker:
+        """Put a new instance in the pool; one that started while the pool was stopping is closed."""
         with self._condition:
-            stopped_meanwhile = self.stopping
+            stopped_meanwhile = self._stopping
             if not stopped_meanwhile:
                 self._all.add(worker)
+                if idle:
+                    self._idle.append(worker)
         if stopped_meanwhile:
             worker.close()
             raise FunctionInitError(f"{self.name} is stopping")
@@ -281,31 +281,25 @@ class FunctionRuntime:
         with self._condition:
             self._numbers += 1
             number = self._numbers
-        request_read, request_write = os.pipe()
-        response_read, response_write = os.pipe()
+        connection, worker_end = Pipe()
         started = time.monotonic()
-        process = subprocess.Popen(
-            # -P: the worker script's directory (local/) is not put on sys.path; the function sees only
-            # its code directory and layers (PYTHONPATH) and the interpreter's site-packages.
-            [
-                self._python,
-                "-P",
-                str(WORKER_SCRIPT),
-                self.config.handler,
-                str(request_read),
-                str(response_write),
-            ],
-            cwd=self.config.code_dir,
-            env=self.config.process_environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=(request_read, response_write),
-            start_new_session=True,  # Ctrl-C in the terminal goes to the stack, which stops workers in order
-        )
-        os.close(request_read)
-        os.close(response_write)
-        worker = _Worker(number, process, request_write, response_read)
+        try:
+            process = self._processes.spawn(
+                # -P: the worker script's directory (local/emulators/) is not put on sys.path; the function
+                # sees only its code directory and layers (PYTHONPATH) and the interpreter's site-packages.
+                [self._python, "-P", str(WORKER_SCRIPT), self.config.handler, str(worker_end.fileno())],
+                cwd=self.config.code_dir,
+                env=self.config.process_environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(worker_end.fileno(),),
+            )
+        except ProcessesClosed:
+            raise FunctionInitError(f"{self.name} is stopping") from None
+        finally:
+            worker_end.close()
+        worker = _Worker(number, process, connection)
         assert process.stdout is not None and process.stderr is not None  # noqa: S101 - PIPE was asked for
         for stream in (process.stdout, process.stderr):
             relay = threading.Thread(
@@ -313,19 +307,26 @@ class FunctionRuntime:
             )
             relay.start()
             worker.relays.append(relay)
+        return self._wait_ready(worker, started)
+
+    def _wait_ready(self, worker: _Worker, started: float) -> _Worker:
+        """The worker once its handler is imported; FunctionInitError (and no process) if it cannot be."""
         try:
             ready = worker.receive(started + _INIT_TIMEOUT)
         except (TimeoutError, _WorkerDied):
             worker.close(grace=0.5)
             raise FunctionInitError(
-                f"{self.name}: the instance did not start (exit code {process.poll()}); see its log above"
+                f"{self.name}: the instance did not start (exit code {worker.process.poll()}); see its log"
+                " above"
             ) from None
         if not ready.get("ready"):
             worker.close()
             error = ready.get("error") or {}
             raise FunctionInitError(f"{self.name}: {error.get('errorType')}: {error.get('errorMessage')}")
         self.stats.cold_starts += 1
-        self._log.info("instance %d ready (cold start %d ms)", number, (time.monotonic() - started) * 1000)
+        self._log.info(
+            "instance %d ready (cold start %d ms)", worker.number, (time.monotonic() - started) * 1000
+        )
         return worker
 
     def _relay(self, stream: IO[bytes], number: int) -> None:
@@ -396,12 +397,7 @@ def render_log_line(line: str) -> str:
     if not isinstance(record, dict):
         return line
     if "_aws" in record:  # an Embedded Metric Format blob
-        names = [
-            metric.get("Name")
-            for directive in record["_aws"].get("CloudWatchMetrics", [])
-            for metric in directive.get("Metrics", [])
-        ]
-        return "metrics " + " ".join(f"{name}={record.get(name)}" for name in names)
+        return _metrics(record)
     if "level" not in record or "message" not in record:
         return line
     extras = " ".join(
@@ -410,3 +406,12 @@ def render_log_line(line: str) -> str:
         if key not in _QUIET_KEYS
     )
     return f"{record['level']} {record['message']}" + (f"  {extras}" if extras else "")
+
+
+def _metrics(record: dict[str, Any]) -> str:
+    names = [
+        metric.get("Name")
+        for directive in record["_aws"].get("CloudWatchMetrics", [])
+        for metric in directive.get("Metrics", [])
+    ]
+    return "metrics " + " ".join(f"{name}={record.get(name)}" for name in names)

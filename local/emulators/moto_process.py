@@ -1,15 +1,13 @@
 """moto in server mode as a child process on 127.0.0.1 (EventBridge, SQS, Secrets Manager, ...).
 
 A process rather than a thread of the stack: moto's Flask app is busy under load and would compete with the
-gateway and the stream pump for one interpreter. Spawned like DynamoDB Local: its own session (a Ctrl-C
-reaches the stack, which stops it in order) and, where util-linux's setpriv exists, killed by the kernel if
-the stack itself dies, so no moto outlives the stack.
+gateway and the stream pump for one interpreter. Spawned like DynamoDB Local (`ChildProcesses`): its own
+session, and killed by the kernel if the stack itself dies, so no moto outlives the stack.
 """
 
 from __future__ import annotations
 
 import atexit
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,8 +16,8 @@ import urllib.error
 import urllib.request
 from typing import IO, Self
 
-from local.dynamodb_local import HOST, free_port
-from local.lifecycle import Startable, stop_process
+from local.common.lifecycle import ChildProcesses, Startable, stop_process
+from local.emulators.dynamodb_local import HOST, free_port
 
 _PORT_ATTEMPTS = 3
 
@@ -29,8 +27,15 @@ class MotoError(RuntimeError):
 
 
 class MotoProcess(Startable):
-    def __init__(self, *, python: str = sys.executable, startup_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        python: str = sys.executable,
+        startup_timeout: float = 30.0,
+        processes: ChildProcesses | None = None,
+    ) -> None:
         self._python = python
+        self._processes = processes or ChildProcesses()
         self._startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -54,13 +59,10 @@ class MotoProcess(Startable):
         """Start the process (returns at once; `wait_ready` waits for it): lets it boot alongside the JVM."""
         self._port = free_port()
         command = [self._python, "-m", "moto.server", "-H", HOST, "-p", str(self._port)]
-        setpriv = shutil.which("setpriv")
-        if setpriv is not None:
-            command = [setpriv, "--pdeathsig", "KILL", "--", *command]
         # Its request log goes to a file: a pipe nobody drains would block it.
         self._log = tempfile.TemporaryFile(prefix="moto-", suffix=".log")  # noqa: SIM115 - closed in stop()
-        self._process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log, start_new_session=True
+        self._process = self._processes.spawn(
+            command, die_with_thread=True, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log
         )
         atexit.register(self.stop)
 

@@ -22,17 +22,17 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatch
 from typing import Any, Self
 from urllib.parse import unquote
 
-from local.httpserver import HttpServer, Request, Response
-from local.runtime import InvokeResult
+from local.common.httpserver import HttpServer, Request, Response
+from local.emulators.runtime import InvokeResult
 
-_log = logging.getLogger("local.gateway")
+_log = logging.getLogger("local.emulators.gateway")
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 LOCAL_CALLER_ARN = "arn:aws:iam::{account}:user/local-developer"
 _SIGV4_CREDENTIAL = re.compile(r"Credential=([A-Z0-9]+)/")
@@ -62,22 +62,23 @@ class Route:
     def match(self, path: str) -> dict[str, str] | None:
         """The path parameters if `path` (without the stage) fits this route's template, else None."""
         parts = [part for part in path.split("/") if part]
-        template = self._segments
         parameters: dict[str, str] = {}
-        for index, segment in enumerate(template):
-            if segment.startswith("{") and segment.endswith("+}"):
+        for index, segment in enumerate(self._segments):
+            if segment.startswith("{") and segment.endswith("+}"):  # greedy: the rest of the path
                 rest = parts[index:]
-                if not rest:
-                    return None
                 parameters[segment[1:-2]] = unquote("/".join(rest))
-                return parameters
-            if index >= len(parts):
+                return parameters if rest else None
+            if index >= len(parts) or not _segment_matches(segment, parts[index], parameters):
                 return None
-            if segment.startswith("{") and segment.endswith("}"):
-                parameters[segment[1:-1]] = unquote(parts[index])
-            elif segment != parts[index]:
-                return None
-        return parameters if len(parts) == len(template) else None
+        return parameters if len(parts) == len(self._segments) else None
+
+
+def _segment_matches(segment: str, part: str, parameters: dict[str, str]) -> bool:
+    """Whether one path segment fits the template's; a `{name}` segment fits any, and is recorded."""
+    if segment.startswith("{") and segment.endswith("}"):
+        parameters[segment[1:-1]] = unquote(part)
+        return True
+    return segment == part
 
 
 type Invoker = Callable[[str, dict[str, Any]], InvokeResult]
@@ -171,66 +172,46 @@ class Gateway:
     ) -> dict[str, Any]:
         """The API Gateway REST proxy event for this request."""
         host = request.header("Host") or f"127.0.0.1:{self.port}"
-        port = host.rpartition(":")[2] if ":" in host else "80"
-        headers: list[tuple[str, str]] = [
-            (name, value) for name, value in request.headers if name.lower() not in ("x-forwarded-for",)
-        ]
-        forwarded_for = request.header("X-Forwarded-For")
-        headers += [
-            (
-                "X-Forwarded-For",
-                f"{forwarded_for}, {request.client_ip}" if forwarded_for else request.client_ip,
-            ),
-            ("X-Forwarded-Port", port),
-            ("X-Forwarded-Proto", "http"),
-        ]
-        multi_headers: dict[str, list[str]] = {}
-        for name, value in headers:
-            multi_headers.setdefault(name, []).append(value)
-        multi_query: dict[str, list[str]] = {}
-        for name, value in request.query_pairs():
-            multi_query.setdefault(name, []).append(value)
-        content_type = (request.header("Content-Type") or "").split(";")[0].strip().lower()
+        headers, multi_headers = _single_and_multi(_forwarded_headers(request, host))
+        query, multi_query = _single_and_multi(request.query_pairs())
         binary = bool(request.body) and any(
-            fnmatch(content_type, t.lower()) for t in route.binary_media_types
+            fnmatch(_media_type(request), media_type.lower()) for media_type in route.binary_media_types
         )
-        if not request.body:
-            body = None
-        elif binary:
-            body = base64.b64encode(request.body).decode()
-        else:
-            body = request.body.decode("utf-8", errors="replace")
-        now = datetime.now(UTC)
-        request_id = str(uuid.uuid4())
         return {
             "resource": route.path,
             "path": unquote(path),
             "httpMethod": request.method,
-            "headers": {name: values[-1] for name, values in multi_headers.items()} or None,
-            "multiValueHeaders": multi_headers or None,
-            "queryStringParameters": {name: values[-1] for name, values in multi_query.items()} or None,
-            "multiValueQueryStringParameters": multi_query or None,
+            "headers": headers,
+            "multiValueHeaders": multi_headers,
+            "queryStringParameters": query,
+            "multiValueQueryStringParameters": multi_query,
             "pathParameters": parameters or None,
             "stageVariables": None,
-            "requestContext": {
-                "resourceId": hashlib.sha256(route.path.encode()).hexdigest()[:6],
-                "resourcePath": route.path,
-                "httpMethod": request.method,
-                "extendedRequestId": base64.b64encode(uuid.uuid4().bytes[:12]).decode(),
-                "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-                "path": f"/{stage}{path}",
-                "accountId": self._account,
-                "protocol": "HTTP/1.1",
-                "stage": stage,
-                "domainPrefix": host.split(":")[0].split(".")[0],
-                "requestTimeEpoch": int(now.timestamp() * 1000),
-                "requestId": request_id,
-                "identity": self._identity(request, route),
-                "domainName": host,
-                "apiId": route.api_id,
-            },
-            "body": body,
+            "requestContext": self._request_context(request, route, stage, path, host),
+            "body": _event_body(request.body, binary=binary),
             "isBase64Encoded": binary,
+        }
+
+    def _request_context(
+        self, request: Request, route: Route, stage: str, path: str, host: str
+    ) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        return {
+            "resourceId": hashlib.sha256(route.path.encode()).hexdigest()[:6],
+            "resourcePath": route.path,
+            "httpMethod": request.method,
+            "extendedRequestId": base64.b64encode(uuid.uuid4().bytes[:12]).decode(),
+            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "path": f"/{stage}{path}",
+            "accountId": self._account,
+            "protocol": "HTTP/1.1",
+            "stage": stage,
+            "domainPrefix": host.split(":", maxsplit=1)[0].split(".", maxsplit=1)[0],
+            "requestTimeEpoch": int(now.timestamp() * 1000),
+            "requestId": str(uuid.uuid4()),
+            "identity": self._identity(request, route),
+            "domainName": host,
+            "apiId": route.api_id,
         }
 
     def _identity(self, request: Request, route: Route) -> dict[str, Any]:
@@ -264,29 +245,69 @@ class Gateway:
         return identity
 
 
+def _forwarded_headers(request: Request, host: str) -> list[tuple[str, str]]:
+    """The request's headers plus API Gateway's: X-Forwarded-For (the caller appended), -Port, -Proto."""
+    forwarded_for = request.header("X-Forwarded-For")
+    headers = [(name, value) for name, value in request.headers if name.lower() != "x-forwarded-for"]
+    return [
+        *headers,
+        ("X-Forwarded-For", f"{forwarded_for}, {request.client_ip}" if forwarded_for else request.client_ip),
+        ("X-Forwarded-Port", host.rpartition(":")[2] if ":" in host else "80"),
+        ("X-Forwarded-Proto", "http"),
+    ]
+
+
+def _single_and_multi(
+    pairs: Iterable[tuple[str, str]],
+) -> tuple[dict[str, str] | None, dict[str, list[str]] | None]:
+    """API Gateway's two views of repeated names: the last value of each, and all of them (None if none)."""
+    multi: dict[str, list[str]] = {}
+    for name, value in pairs:
+        multi.setdefault(name, []).append(value)
+    if not multi:
+        return None, None
+    return {name: values[-1] for name, values in multi.items()}, multi
+
+
+def _media_type(request: Request) -> str:
+    return (request.header("Content-Type") or "").split(";")[0].strip().lower()
+
+
+def _event_body(body: bytes, *, binary: bool) -> str | None:
+    if not body:
+        return None
+    return base64.b64encode(body).decode() if binary else body.decode("utf-8", errors="replace")
+
+
+_INTERNAL_ERROR = {"message": "Internal server error"}
+
+
 def _proxy_response(result: InvokeResult) -> Response:
     """What API Gateway answers for a Lambda proxy integration's result."""
     if not result.ok:
-        return Response.json(
-            502, {"message": "Internal server error"}, [("x-amzn-ErrorType", "InternalServerErrorException")]
-        )
+        return Response.json(502, _INTERNAL_ERROR, [("x-amzn-ErrorType", "InternalServerErrorException")])
     payload = result.payload
     if not isinstance(payload, dict) or not isinstance(payload.get("statusCode", 200), int):
         _log.warning("malformed Lambda proxy response: %.200s", json.dumps(payload))
-        return Response.json(502, {"message": "Internal server error"})
-    headers: list[tuple[str, str]] = [
-        (name, str(value)) for name, value in (payload.get("headers") or {}).items()
-    ]
+        return Response.json(502, _INTERNAL_ERROR)
+    try:
+        body = _response_body(payload)
+    except ValueError:
+        return Response.json(502, _INTERNAL_ERROR)
+    return Response(int(payload.get("statusCode", 200)), body, _response_headers(payload))
+
+
+def _response_headers(payload: dict[str, Any]) -> list[tuple[str, str]]:
+    """`headers` and `multiValueHeaders` merged (a pair given in both once), JSON unless a type is named."""
+    headers = [(name, str(value)) for name, value in (payload.get("headers") or {}).items()]
     for name, values in (payload.get("multiValueHeaders") or {}).items():
         headers += [(name, str(value)) for value in values if (name, str(value)) not in headers]
     if not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("Content-Type", "application/json"))
+    return headers
+
+
+def _response_body(payload: dict[str, Any]) -> bytes:
+    """The body as bytes; ValueError when `isBase64Encoded` is set and it is not base64."""
     body = payload.get("body") or ""
-    if payload.get("isBase64Encoded"):
-        try:
-            raw = base64.b64decode(body)
-        except ValueError:
-            return Response.json(502, {"message": "Internal server error"})
-    else:
-        raw = str(body).encode()
-    return Response(int(payload.get("statusCode", 200)), raw, headers)
+    return base64.b64decode(body) if payload.get("isBase64Encoded") else str(body).encode()

@@ -1,10 +1,11 @@
 """One Lambda execution environment: imports a function's handler once, then runs invocations.
 
 The local stack starts one of these per warm "instance" of a function, as
-`python -P local/lambda_worker.py HANDLER REQUEST_FD RESPONSE_FD`, with the function's own environment,
-its code directory as the working directory and PYTHONPATH = code directory + layers (what Lambda gives
-it). Invocations arrive as length-prefixed JSON frames on REQUEST_FD; answers go back on RESPONSE_FD, so
-stdout and stderr stay the function's own logs. End of input (the stack stopped, or died) ends the worker.
+`python -P local/emulators/lambda_worker.py HANDLER FD`, with the function's own environment, its code
+directory as the working directory and PYTHONPATH = code directory + layers (what Lambda gives it).
+Invocations arrive as JSON messages on the connection FD (`multiprocessing.connection`, whose framing
+both ends share); answers go back on it, so stdout and stderr stay the function's own logs. End of input
+(the stack stopped, or died) ends the worker.
 
 Standard library only, and nothing from this repository: the function must see exactly its own imports.
 """
@@ -14,39 +15,11 @@ import importlib
 import json
 import os
 import signal
-import struct
 import sys
 import time
 import traceback
+from multiprocessing.connection import Connection
 from typing import Any
-
-_HEADER = struct.Struct(">I")
-
-
-def read_frame(fd: int) -> Any:
-    header = _read_exactly(fd, _HEADER.size)
-    if header is None:
-        return None
-    payload = _read_exactly(fd, _HEADER.unpack(header)[0])
-    return None if payload is None else json.loads(payload)
-
-
-def write_frame(fd: int, message: Any) -> None:
-    payload = json.dumps(message).encode()
-    data = _HEADER.pack(len(payload)) + payload
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
-
-
-def _read_exactly(fd: int, size: int) -> bytes | None:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = os.read(fd, size - len(chunks))
-        if not chunk:
-            return None
-        chunks += chunk
-    return bytes(chunks)
 
 
 class LambdaContext:
@@ -87,35 +60,41 @@ def _error(error_type: str, error: BaseException) -> dict[str, Any]:
     }
 
 
-def main(handler_spec: str, request_fd: int, response_fd: int) -> int:
+def _invoke(handler: Any, invocation: dict[str, Any]) -> dict[str, Any]:
+    try:
+        result = handler(invocation["event"], LambdaContext(invocation))
+    except Exception as error:
+        return {"ok": False, "error": _error(type(error).__name__, error)}
+    try:
+        return {"ok": True, "result": _to_json(result)}
+    except (TypeError, ValueError) as error:
+        return {"ok": False, "error": _error("Runtime.MarshalError", error)}
+
+
+def _send(connection: Connection, message: dict[str, Any]) -> None:
+    sys.stdout.flush()  # the invocation's log lines before its answer
+    sys.stderr.flush()
+    connection.send_bytes(json.dumps(message).encode())
+
+
+def main(handler_spec: str, fd: int) -> int:
     # Ctrl-C in the terminal is for the stack, which stops its workers in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    connection = Connection(fd)
     module_name, _, function_name = handler_spec.rpartition(".")
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
     except Exception as error:  # Lambda reports an init failure the same way
-        sys.stdout.flush()
-        write_frame(response_fd, {"ready": False, "error": _error("Runtime.ImportModuleError", error)})
+        _send(connection, {"ready": False, "error": _error("Runtime.ImportModuleError", error)})
         return 1
-    sys.stdout.flush()
-    write_frame(response_fd, {"ready": True})
-    while (invocation := read_frame(request_fd)) is not None:
-        context = LambdaContext(invocation)
-        answer: dict[str, Any]
+    _send(connection, {"ready": True})
+    while True:
         try:
-            result = handler(invocation["event"], context)
-        except Exception as error:
-            answer = {"ok": False, "error": _error(type(error).__name__, error)}
-        else:
-            try:
-                answer = {"ok": True, "result": _to_json(result)}
-            except (TypeError, ValueError) as error:
-                answer = {"ok": False, "error": _error("Runtime.MarshalError", error)}
-        sys.stdout.flush()
-        sys.stderr.flush()
-        write_frame(response_fd, answer)
-    return 0
+            invocation = json.loads(connection.recv_bytes())
+        except EOFError:
+            return 0
+        _send(connection, _invoke(handler, invocation))
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+    sys.exit(main(sys.argv[1], int(sys.argv[2])))

@@ -1,29 +1,17 @@
-"""`make demo` (`python -m local.demo`): the whole tracker on this machine, driven by a chaotic Klarna.
-
-Starts the local stack from template.yaml, creates sessions through the tracker's `POST /sessions`, lets
-the Klarna simulator's seeded consumers drive them (callbacks dropped, duplicated, delayed and emptied,
-Read Session slow, failing or rate limited, as the chaos profile says), shows progress, waits until the
-tracker holds a final status for every session (or the deadline passes), then checks the tracker against
-what really happened at Klarna (the simulator's truth) and against the events that reached the bus:
-
-- every session's final status (and, once COMPLETED, its authorization_token or order_id) equals Klarna's;
-- exactly the COMPLETED sessions got an `HPP Session Completed` event, with the right token / order id.
-
-It exits 0 only when both hold for every session; the report says what differed otherwise.
+"""The demo's run: the local stack started from template.yaml, sessions created through the tracker's
+`POST /sessions` and driven by the Klarna simulator's seeded consumers, progress shown until the tracker
+holds a final status for every session (or the deadline passes); then the report (`local.demo.report`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import random
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,16 +20,14 @@ from typing import Any, TextIO
 
 import urllib3
 
+from local.demo.report import COMPLETED_EVENT, build_report
+from local.emulators.runtime import InvokeResult
 from local.klarna_simulator import SimulatorConfig
-from local.klarna_simulator.chaos import CHAOS_PROFILES, chaos_profile
-from local.logs import configure_logging
-from local.runtime import InvokeResult
+from local.klarna_simulator.chaos import chaos_profile
 from local.stack import LocalStack, StackOptions
 
 CALLBACK_FUNCTION = "CallbackFunction"
 POLLER_FUNCTION = "PollerFunction"
-COMPLETED_EVENT = "HPP Session Completed"
-STATUS_CHANGED_EVENT = "HPP Session Status Changed"
 FINAL = frozenset({"COMPLETED", "CANCELLED", "DISABLED", "EXPIRED"})
 STATUS_ORDER = ("WAITING", "IN_PROGRESS", "FAILED", "BACK", "ERROR", *sorted(FINAL))
 KP_SESSION_URL = "https://api.playground.klarna.com/payments/v1/sessions/{id}"
@@ -370,253 +356,3 @@ def _wait_for_completed_events(
         if completed <= seen:
             return
         time.sleep(0.5)
-
-
-# ---------------------------------------------------------------------------------------- report
-
-
-def build_report(
-    options: DemoOptions,
-    record: RunRecord,
-    items: dict[str, dict[str, Any]],
-    truth: dict[str, Any],
-    events: list[dict[str, Any]],
-    tally: Tally,
-) -> dict[str, Any]:
-    created = record.created
-    truth_by_id = {session["session_id"]: session for session in truth["sessions"]}
-    mismatches: list[str] = []
-    untracked = sorted(set(truth_by_id) - set(created))
-    for session_id in untracked:
-        mismatches.append(f"{session_id}: created at Klarna but the tracker's POST /sessions failed")
-    agree = 0
-    for session_id in created:
-        klarna = truth_by_id.get(session_id)
-        item = items.get(session_id)
-        problem = _state_mismatch(klarna, item)
-        if problem is None:
-            agree += 1
-        else:
-            mismatches.append(f"{session_id}: {problem}")
-
-    completed_ids = {
-        sid for sid in created if (truth_by_id.get(sid) or {}).get("final_status") == "COMPLETED"
-    }
-    events_right, changed_events, duplicates = _check_events(events, completed_ids, truth_by_id, mismatches)
-
-    summary = truth["summary"]
-    callbacks_at_klarna = summary["callbacks"]
-    total = len(created)
-    report: dict[str, Any] = {
-        "sessions": {
-            "requested": options.sessions,
-            "created": total,
-            "create_failures": dict(record.create_failures),
-        },
-        "chaos": options.chaos,
-        "seed": options.seed,
-        "final_status": dict(
-            sorted(Counter((items.get(sid) or {}).get("status", "MISSING") for sid in created).items())
-        ),
-        "tracker_equals_klarna": {"sessions": agree, "of": total, "percent": _percent(agree, total)},
-        "completed_events": {
-            "completed_sessions": len(completed_ids),
-            "sessions_with_one_right_event": events_right,
-            "status_changed_events": changed_events,
-        },
-        "duplicate_deliveries": {
-            "callbacks_sent_twice_by_klarna": callbacks_at_klarna.get("duplicated", 0),
-            "event_copies_beyond_the_first": duplicates,
-        },
-        "klarna_callbacks": {
-            key: callbacks_at_klarna.get(key, 0)
-            for key in ("events", "dropped", "delayed", "emptied", "attempts", "delivered", "gave_up")
-        },
-        "callback_outcomes": dict(sorted(tally.callbacks.items())),
-        "poller": {"runs": tally.poll_runs, "outcomes": dict(sorted(tally.poller.items()))},
-        "klarna_reads": summary.get("reads", {}),
-        "merchant_disables_via_tracker": dict(sorted(record.merchant_deletes.items())),
-        "seconds": {
-            "creating": round(record.create_seconds, 1),
-            "to_converge": None if record.converge_seconds is None else round(record.converge_seconds, 1),
-            "session_lifetime": options.session_lifetime,
-        },
-        "mismatches": mismatches[:50],
-        "mismatch_count": len(mismatches),
-    }
-    report["ok"] = not mismatches and record.converge_seconds is not None and total == options.sessions
-    return report
-
-
-def _check_events(
-    events: list[dict[str, Any]],
-    completed_ids: set[str],
-    truth_by_id: dict[str, dict[str, Any]],
-    mismatches: list[str],
-) -> tuple[int, int, int]:
-    """(COMPLETED sessions with exactly one right Completed event, Status Changed events, extra copies)."""
-    copies: Counter[str] = Counter()  # event_id -> copies received
-    completed_events: dict[str, dict[str, Any]] = {}  # event_id -> detail
-    changed_events = 0
-    for event in events:
-        detail = event.get("detail") or {}
-        copies[detail.get("event_id", "")] += 1
-        if event.get("detail-type") == COMPLETED_EVENT:
-            completed_events[detail.get("event_id", "")] = detail
-        elif event.get("detail-type") == STATUS_CHANGED_EVENT and copies[detail.get("event_id", "")] == 1:
-            changed_events += 1
-    completed_by_session: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for detail in completed_events.values():
-        completed_by_session[detail.get("session_id", "")].append(detail)
-    events_right = 0
-    for session_id in sorted(completed_ids | set(completed_by_session)):
-        details = completed_by_session.get(session_id, [])
-        if session_id not in completed_ids:
-            mismatches.append(f"{session_id}: a Completed event, but Klarna's session is not COMPLETED")
-        elif len(details) != 1:
-            mismatches.append(f"{session_id}: {len(details)} distinct Completed events instead of 1")
-        elif not _completion_matches(truth_by_id[session_id], details[0]):
-            mismatches.append(f"{session_id}: the Completed event's token / order id differs from Klarna's")
-        else:
-            events_right += 1
-    duplicates = sum(count - 1 for count in copies.values() if count > 1)
-
-    return events_right, changed_events, duplicates
-
-
-def _state_mismatch(klarna: dict[str, Any] | None, item: dict[str, Any] | None) -> str | None:
-    if klarna is None:
-        return "Klarna has no such session"
-    if item is None:
-        return "the tracker has no row"
-    expected = klarna.get("final_status")
-    if expected is None:
-        return f"still open at Klarna ({klarna['status']}); the tracker says {item.get('status')}"
-    if item.get("status") != expected:
-        return f"the tracker says {item.get('status')}, Klarna's truth is {expected}"
-    if expected == "COMPLETED" and not _completion_matches(klarna, item):
-        return "COMPLETED with a token / order id that differs from Klarna's"
-    return None
-
-
-def _completion_matches(klarna: dict[str, Any], stored: dict[str, Any]) -> bool:
-    return all(stored.get(name) == klarna.get(name) for name in ("authorization_token", "order_id"))
-
-
-def _percent(part: int, whole: int) -> float:
-    return round(100.0 * part / whole, 2) if whole else 0.0
-
-
-def format_report(report: dict[str, Any]) -> str:
-    lines = ["", "hpp-tracker demo report", "=" * 23]
-    sessions = report["sessions"]
-    retried = sum(sessions["create_failures"].values())
-    lines.append(
-        f"sessions            {sessions['created']} created of {sessions['requested']} through POST /sessions"
-        f" (chaos {report['chaos']}, seed {report['seed']})"
-        + (f"; {retried} answers retried ({_pairs(sessions['create_failures'])})" if retried else "")
-    )
-    lines.append("final status        " + _pairs(report["final_status"]))
-    equal = report["tracker_equals_klarna"]
-    lines.append(f"tracker == Klarna   {equal['sessions']}/{equal['of']} ({equal['percent']}%)")
-    completed = report["completed_events"]
-    lines.append(
-        f"Completed events    {completed['sessions_with_one_right_event']}/{completed['completed_sessions']}"
-        " COMPLETED sessions with exactly one event and the right token / order id"
-        f"; {completed['status_changed_events']} Status Changed events"
-    )
-    duplicates = report["duplicate_deliveries"]
-    lines.append(
-        f"duplicates          {duplicates['callbacks_sent_twice_by_klarna']} callbacks sent twice by Klarna;"
-        f" {duplicates['event_copies_beyond_the_first']} extra event copies on the queue"
-    )
-    lines.append("Klarna callbacks    " + _pairs(report["klarna_callbacks"]))
-    lines.append("callback outcomes   " + _pairs(report["callback_outcomes"]))
-    poller = report["poller"]
-    lines.append(f"poller              {poller['runs']} runs; " + _pairs(poller["outcomes"]))
-    lines.append("Klarna reads        " + _pairs(report["klarna_reads"]))
-    lines.append("merchant disables   " + _pairs(report["merchant_disables_via_tracker"]))
-    seconds = report["seconds"]
-    converge = "did not converge" if seconds["to_converge"] is None else f"{seconds['to_converge']} s"
-    lines.append(
-        f"time                creating {seconds['creating']} s; every session final after {converge}"
-        f" (session lifetime {seconds['session_lifetime']} s)"
-    )
-    if report["mismatch_count"]:
-        lines.append(f"MISMATCHES          {report['mismatch_count']}")
-        lines += [f"  - {mismatch}" for mismatch in report["mismatches"]]
-    lines.append("RESULT              " + ("OK" if report["ok"] else "FAILED"))
-    return "\n".join(lines)
-
-
-def _pairs(counts: dict[str, Any]) -> str:
-    return ", ".join(f"{key} {value}" for key, value in counts.items()) or "none"
-
-
-# ------------------------------------------------------------------------------------------- CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    defaults = DemoOptions()
-    parser = argparse.ArgumentParser(
-        prog="python -m local.demo",
-        description="Run the tracker locally against a chaotic simulated Klarna and check it lost nothing.",
-    )
-    parser.add_argument("--sessions", type=int, default=defaults.sessions, help="sessions to create (300)")
-    parser.add_argument("--chaos", choices=sorted(CHAOS_PROFILES), default=defaults.chaos)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument(
-        "--session-lifetime",
-        type=float,
-        default=defaults.session_lifetime,
-        metavar="SECONDS",
-        help="Klarna's session lifetime (abandoned sessions expire after it; default 40)",
-    )
-    parser.add_argument(
-        "--deadline",
-        type=float,
-        default=defaults.deadline,
-        metavar="SECONDS",
-        help="give up this long after the last session was created (default 240)",
-    )
-    parser.add_argument("--concurrency", type=int, default=defaults.concurrency, help="warm instances (4)")
-    parser.add_argument("--port", type=int, default=0, help="gateway port (default: any free port)")
-    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the report here")
-    parser.add_argument(
-        "--log-file", type=Path, default=None, metavar="FILE", help="the stack's log (default: a temp file)"
-    )
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.sessions < 1:
-        parser.error("--sessions must be at least 1")
-    log_file = args.log_file or Path(tempfile.gettempdir()) / f"hpp-tracker-demo-{os.getpid()}.log"
-    options = DemoOptions(
-        sessions=args.sessions,
-        chaos=args.chaos,
-        seed=args.seed,
-        session_lifetime=args.session_lifetime,
-        deadline=args.deadline,
-        concurrency=args.concurrency,
-        port=args.port,
-        log_file=log_file,
-    )
-    print(
-        f"starting the local stack (log: {log_file}); {options.sessions} sessions, chaos {options.chaos},"
-        f" seed {options.seed}",
-        flush=True,
-    )
-    with log_file.open("a") as log:
-        configure_logging("INFO", stream=log)
-        result = run_demo(options)
-    print(format_report(result.report), flush=True)
-    if args.json is not None:
-        args.json.write_text(json.dumps(result.report, indent=2))
-    return 0 if result.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from local.lifecycle import Startable
+from local.common.lifecycle import Startable
 
 HOST = "127.0.0.1"
 _log = logging.getLogger("local.http")

@@ -20,7 +20,7 @@ from typing import Any, Self
 
 import urllib3
 
-from local.httpserver import HttpServer, Request, Response
+from local.common.httpserver import HttpServer, Request, Response
 
 _log = logging.getLogger("local.faults")
 
@@ -134,29 +134,20 @@ class FaultProxy:
         if not any(failed):
             return self._forward(request, request.body)
         kept = [entry for entry, fails in zip(entries, failed, strict=True) if not fails]
-        answered: list[Any] = []
-        upstream_failed = 0
+        upstream: dict[str, Any] = {"FailedEntryCount": 0, "Entries": []}
         if kept:
             response = self._forward(request, json.dumps({**payload, "Entries": kept}).encode())
             if response.status != 200:  # noqa: PLR2004
                 return response
-            result = json.loads(response.body)
-            answered = list(result.get("Entries") or [])
-            upstream_failed = int(result.get("FailedEntryCount") or 0)
-        merged = []
-        upstream = iter(answered)
-        for fails in failed:
-            if fails:
-                merged.append(
-                    {"ErrorCode": "InternalFailure", "ErrorMessage": "Injected failure (local stack)"}
-                )
-            else:
-                merged.append(next(upstream, {}))
+            upstream = json.loads(response.body)
         count = sum(failed)
         with self._lock:
             self.injected["put_events_entries_failed"] += count
         _log.info("%s: PutEvents failed %d of %d entries (injected)", self.name, count, len(entries))
-        body = {"FailedEntryCount": upstream_failed + count, "Entries": merged}
+        body = {
+            "FailedEntryCount": int(upstream.get("FailedEntryCount") or 0) + count,
+            "Entries": _entries_in_order(failed, upstream.get("Entries") or []),
+        }
         return Response(200, json.dumps(body).encode(), [("Content-Type", "application/x-amz-json-1.1")])
 
     def _forward(self, request: Request, body: bytes) -> Response:
@@ -175,3 +166,10 @@ class FaultProxy:
             return Response(502, b"", [])
         response_headers = [(n, v) for n, v in upstream.headers.items() if n.lower() not in _HOP_BY_HOP]
         return Response(upstream.status, upstream.data, response_headers)
+
+
+def _entries_in_order(failed: list[bool], answered: list[Any]) -> list[Any]:
+    """PutEvents' result entries in the request's order: the injected failures between the upstream's."""
+    upstream = iter(answered)
+    injected = {"ErrorCode": "InternalFailure", "ErrorMessage": "Injected failure (local stack)"}
+    return [dict(injected) if fails else next(upstream, {}) for fails in failed]

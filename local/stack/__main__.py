@@ -1,0 +1,6 @@
+import sys
+
+from local.stack.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""`python -m local.stack` (`make run`): the local stack's command line.
+
+Prints one JSON line (the ready line, `READY_KEYS`) when everything runs, and stops everything it
+started on Ctrl-C or SIGTERM, at any moment, start-up included: the signal is handled in a thread of its
+own (`StopSignals`), which stops the stack while this one starts it or watches it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+from local.common.cli import key_value, seconds_range
+from local.common.logs import configure_logging
+from local.common.signals import StopSignals
+from local.emulators.fault_proxy import AWS_FAULT_PROFILES
+from local.klarna_simulator import SimulatorConfig
+from local.klarna_simulator.chaos import CHAOS_PROFILES, chaos_profile
+from local.stack.options import StackOptions
+from local.stack.stack import LocalStack, StackStopped
+from local.template import TEMPLATE_PATH, TemplateError
+
+_log = logging.getLogger("local.stack")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m local.stack",
+        description="The whole tracker on 127.0.0.1, from template.yaml: DynamoDB Local, moto, the "
+        "functions, an API gateway, the stream pump, the scheduler and a Klarna simulator.",
+    )
+    parser.add_argument(
+        "--port", type=int, default=3000, help="gateway port (0: any free port; default 3000)"
+    )
+    parser.add_argument(
+        "--klarna-url", default=None, metavar="URL", help="use this Klarna instead of the simulator"
+    )
+    parser.add_argument("--klarna-username", default=SimulatorConfig.username)
+    parser.add_argument("--klarna-password", default=SimulatorConfig.password)
+    parser.add_argument(
+        "--poll-interval", type=float, default=10.0, metavar="SECONDS", help="scheduled runs (default 10)"
+    )
+    _add_pairs(parser, "--param", "NAME=VALUE", "a template parameter, e.g. LogLevel=DEBUG")
+    _add_pairs(parser, "--env", "NAME=VALUE", "an extra environment variable for every function")
+    parser.add_argument(
+        "--concurrency", type=int, default=2, help="warm instances per function, at most (default 2)"
+    )
+    parser.add_argument(
+        "--aws-faults",
+        choices=sorted(AWS_FAULT_PROFILES),
+        default="none",
+        help="faults on the functions' AWS calls (DynamoDB throttling, PutEvents entry failures)",
+    )
+    _add_pairs(
+        parser,
+        "--aws-fault-set",
+        "KEY=VALUE",
+        "one fault rate, e.g. dynamodb_throttle_rate=0.1 or put_events_failure_rate=0.3",
+    )
+    _add_simulator_options(parser.add_argument_group("Klarna simulator"))
+    parser.add_argument("--template", type=Path, default=TEMPLATE_PATH)
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return parser
+
+
+def _add_pairs(parser: argparse._ActionsContainer, flag: str, metavar: str, description: str) -> None:
+    """A repeatable NAME=VALUE option."""
+    parser.add_argument(flag, type=key_value, action="append", default=[], metavar=metavar, help=description)
+
+
+def _add_simulator_options(group: argparse._ActionsContainer) -> None:
+    simulator = SimulatorConfig()
+    group.add_argument("--seed", type=int, default=simulator.seed)
+    group.add_argument("--chaos", choices=sorted(CHAOS_PROFILES), default="none")
+    _add_pairs(group, "--chaos-set", "KEY=VALUE", "one chaos setting, e.g. callback_drop_rate=0")
+    group.add_argument("--journeys", choices=("auto", "manual"), default=simulator.journeys)
+    group.add_argument(
+        "--session-lifetime", type=float, default=simulator.session_lifetime, metavar="SECONDS"
+    )
+    group.add_argument("--think-time", type=seconds_range, default=simulator.think_time, metavar="MIN:MAX")
+    group.add_argument(
+        "--callback-retry-delay", type=float, default=simulator.callback_retry_delay, metavar="SECONDS"
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> StackOptions:
+    simulator = SimulatorConfig(
+        seed=args.seed,
+        chaos=chaos_profile(args.chaos, dict(args.chaos_set)),
+        journeys=args.journeys,
+        session_lifetime=args.session_lifetime,
+        think_time=args.think_time,
+        callback_retry_delay=args.callback_retry_delay,
+    )
+    return StackOptions(
+        template=args.template,
+        port=args.port,
+        klarna_url=args.klarna_url,
+        klarna_username=args.klarna_username,
+        klarna_password=args.klarna_password,
+        simulator=simulator,
+        poll_interval=args.poll_interval,
+        parameters=dict(args.param),
+        environment=dict(args.env),
+        concurrency=args.concurrency,
+        aws_faults=replace(AWS_FAULT_PROFILES[args.aws_faults], seed=args.seed).with_overrides(
+            dict(args.aws_fault_set)
+        ),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        options = options_from_args(args)
+        stack = LocalStack(options)  # reads the template
+    except (ValueError, OSError) as error:  # TemplateError is a ValueError
+        parser.error(str(error))
+    configure_logging(args.log_level)
+    with StopSignals(lambda received: _stop(stack, received)):
+        return run(stack)
+
+
+def _stop(stack: LocalStack, received: signal.Signals) -> None:
+    _log.info("%s received", received.name)
+    stack.stop()
+
+
+def run(stack: LocalStack) -> int:
+    """Start the stack, print the ready line, and keep it running until it is stopped or an emulator exits."""
+    try:
+        ready = stack.start()
+    except StackStopped:
+        return 0
+    except (TemplateError, RuntimeError, OSError) as error:
+        _log.error("the local stack did not start: %s", error)
+        return 1
+    try:
+        print(json.dumps(ready), flush=True)
+        _log.info("ready; Ctrl-C stops everything")
+        while not stack.stopped.wait(1.0):
+            problem = stack.healthy()
+            if problem is not None:
+                _log.error("%s: stopping the stack", problem)
+                return 1
+        return 0
+    finally:
+        stack.stop()

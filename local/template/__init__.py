@@ -1,0 +1,56 @@
+"""The one reader of template.yaml (`Template`, with SAM's Globals merged in), the resolver of its intrinsic
+functions to local values, and its DynamoDB tables created locally as CloudFormation defines them."""
+
+from local.template.intrinsics import NO_VALUE, LocalValues, Resolver, as_string, environment_strings
+from local.template.reader import (
+    API_TYPE,
+    ARCHIVE_TYPE,
+    BUS_TYPE,
+    FUNCTION_TYPE,
+    IMPLICIT_API,
+    LAYER_TYPE,
+    LOG_GROUP_TYPE,
+    QUEUE_TYPE,
+    RULE_TYPE,
+    SECRET_TYPE,
+    TABLE_TYPE,
+    TEMPLATE_PATH,
+    EventSpec,
+    FunctionSpec,
+    Template,
+    TemplateError,
+    is_intrinsic,
+    load_template,
+    merge_globals,
+)
+from local.template.tables import TableDefinition, create_table, table_definition
+
+__all__ = [
+    "API_TYPE",
+    "ARCHIVE_TYPE",
+    "BUS_TYPE",
+    "FUNCTION_TYPE",
+    "IMPLICIT_API",
+    "LAYER_TYPE",
+    "LOG_GROUP_TYPE",
+    "NO_VALUE",
+    "QUEUE_TYPE",
+    "RULE_TYPE",
+    "SECRET_TYPE",
+    "TABLE_TYPE",
+    "TEMPLATE_PATH",
+    "EventSpec",
+    "FunctionSpec",
+    "LocalValues",
+    "Resolver",
+    "TableDefinition",
+    "Template",
+    "TemplateError",
+    "as_string",
+    "create_table",
+    "environment_strings",
+    "is_intrinsic",
+    "load_template",
+    "merge_globals",
+    "table_definition",
+]
