@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 
 from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.models import KlarnaSession, StatusUpdate, UpdateSource
-from hpp_core.publishing import COMPLETED, STATUS_CHANGED, event_id
+from hpp_core.publishing import COMPLETED, STATUS_CHANGED, event_id, events_for_session
 from hpp_core.repository import SessionRepository
 from hpp_core.settings import ConfigurationError
 from local.emulators.dynamodb_streams import StreamReader, lambda_event
@@ -227,6 +227,23 @@ def test_a_tracked_session_publishes_each_status_change_and_one_completion(pipel
         "expires_at": EXPIRES,
         "authorization_token": TOKEN,
     }
+
+
+def test_the_stored_session_rebuilds_the_events_its_change_published(pipeline: Pipeline) -> None:
+    """Events built from the row as a read returns it are the events its stream record published: same
+    ids, same details (what a republish from the table relies on)."""
+    sid = str(uuid.uuid4())
+    pipeline.track(sid)
+    pipeline.repository.record_status(update(sid, "IN_PROGRESS", "2019-05-13T14:52:10.120Z"))
+    pipeline.repository.record_status(
+        update(sid, "COMPLETED", "2019-05-13T14:54:04.675Z", authorization_token=TOKEN)
+    )
+    pipeline.deliver()
+    published = [pipeline.consumed("status-changed")[-1], *pipeline.consumed("completed")]
+    stored = pipeline.repository.get_session(sid)
+    assert stored is not None
+    rebuilt = events_for_session(stored, previous_status="IN_PROGRESS", time=None)
+    assert [json.loads(event.detail_json()) for event in rebuilt] == [e["detail"] for e in published]
 
 
 def test_a_session_first_seen_completed_publishes_both_events(pipeline: Pipeline) -> None:

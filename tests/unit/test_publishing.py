@@ -156,6 +156,56 @@ def test_the_same_transition_delivered_again_gets_the_same_event_ids() -> None:
     assert all(uuid.UUID(event.event_id).version == 5 for event in first)
 
 
+# Event ids are a public contract (consumers deduplicate on them): every sample's ids, as published since
+# the first release. A change here changes the ids of events already on the bus.
+SAMPLE_EVENT_IDS = {
+    "insert_waiting": [(STATUS_CHANGED, "f0a1f040-0012-50a0-bb25-bf1906222df0")],
+    "status_changed": [(STATUS_CHANGED, "de6bbf2c-5526-5418-8e42-b9ea04c0bdf7")],
+    "no_status_change": [],
+    "completed_authorization_token": [
+        (STATUS_CHANGED, "471a56bb-6dca-5802-8c03-508597a7c0f7"),
+        (COMPLETED, "522b3e5b-100b-5284-89e1-a24b0122c225"),
+    ],
+    "insert_completed_order_id": [
+        (STATUS_CHANGED, "53c2347d-2e2b-5f54-82d5-965b2ff4cf87"),
+        (COMPLETED, "d3b1a376-740a-58b1-b4d6-d8aeacf306c8"),
+    ],
+    "unknown_status": [(STATUS_CHANGED, "ed986bf2-5a76-58e2-9684-a7e23edbba94")],
+    "ttl_remove": [],
+}
+# batch.json: the samples above in stream order, and session f47ac10b's INSERT (IN_PROGRESS).
+BATCH_ORDER = ["insert_waiting", "status_changed", "no_status_change", "completed_authorization_token",
+               "insert_completed_order_id", None, "unknown_status", "ttl_remove"]  # fmt: skip
+F47_INSERT_ID = "e115d198-441f-5818-b9a3-2531e7092df9"
+
+
+def ids(record: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(event.detail_type, event.event_id) for event in events(record)]
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLE_EVENT_IDS))
+def test_every_sample_publishes_its_published_event_ids(name: str) -> None:
+    assert ids(sample(name)) == SAMPLE_EVENT_IDS[name]
+
+
+def test_the_batch_sample_publishes_the_same_ids_record_by_record() -> None:
+    records = load_event("publisher/batch")["Records"]
+    expected = [SAMPLE_EVENT_IDS[name] if name else [(STATUS_CHANGED, F47_INSERT_ID)] for name in BATCH_ORDER]
+    assert [ids(record) for record in records] == expected
+
+
+def test_a_row_without_the_ordering_key_keeps_the_id_of_its_updated_at() -> None:
+    """Rows written without `updated_at_ms` (absent or NULL) are ordered, and so identified, by their
+    `updated_at`: the same id as the sample's row, which has both at the same instant."""
+    for absent in (None, {"NULL": True}):
+        record = copy.deepcopy(sample("status_changed"))
+        if absent is None:
+            del record["dynamodb"]["NewImage"]["updated_at_ms"]
+        else:
+            record["dynamodb"]["NewImage"]["updated_at_ms"] = absent
+        assert ids(record) == SAMPLE_EVENT_IDS["status_changed"]
+
+
 def test_another_transition_gets_another_event_id() -> None:
     record = sample("status_changed")
     later = copy.deepcopy(record)
@@ -198,6 +248,17 @@ def test_a_malformed_row_is_refused_naming_the_session_and_the_fields_never_the_
     assert "new.updated_at" in message
     assert "yesterday" not in message
     assert "'3'" not in message and '"3"' not in message
+
+
+def test_an_image_is_read_as_the_repository_reads_the_row() -> None:
+    """One model of a session: an image the repository could not read as a session (here a bookkeeping
+    attribute that is no timestamp) is refused too, naming the field, rather than published from part."""
+    record = copy.deepcopy(sample("completed_authorization_token"))
+    record["dynamodb"]["NewImage"]["recorded_at"] = {"S": "last tuesday"}
+    with pytest.raises(UnpublishableRecord, match=r"new\.recorded_at") as caught:
+        events_for_record(DynamoDBRecord(record))
+    assert "tuesday" not in str(caught.value)
+    assert TOKEN not in str(caught.value)
 
 
 def test_a_token_of_the_wrong_type_is_refused_without_echoing_it() -> None:

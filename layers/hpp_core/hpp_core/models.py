@@ -118,7 +118,8 @@ class StatusUpdate(BaseModel):
 
 
 class TrackedSession(BaseModel):
-    """A session as the tracker stores it.
+    """A session as the tracker stores it: every read of a row, and every stream image of one, becomes
+    this (the repository's one row-to-model mapping).
 
     Two fields are for the core's own decisions and excluded from every dump, so the public view
     (`sessions.session_view`) cannot show them: the callback secret's hash and the ordering key.
@@ -126,8 +127,8 @@ class TrackedSession(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    session_id: str
-    status: str
+    session_id: str = Field(min_length=1, max_length=256)
+    status: str = Field(min_length=1, max_length=64)
     updated_at: Timestamp
     # The one write path's ordering key: `updated_at` in epoch milliseconds, or 0 for a session the
     # tracker created that Klarna has not reported on yet (so that any observation from Klarna wins).

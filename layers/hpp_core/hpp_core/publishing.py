@@ -7,6 +7,11 @@ Checkout). Which events a record makes is decided here from its images alone, wh
 mapping's filter let through (the filter is only an optimisation), and each event's id is derived from
 the transition itself, so the same record delivered again yields the same ids.
 
+An image is the row a read returns, so it is read into the one model of a session, `TrackedSession`,
+by the repository's own mapping (`repository.session_from_image`); the events are built from that model
+(`events_for_session`), and their timestamps are written in the one stored form (UTC, milliseconds, `Z`)
+whatever wrote the row.
+
 The images hold the token and the callback secret's hash: nothing here logs them or puts them in an
 error message. The token stays a `SecretStr` until `BusEvent.detail_json()` writes the event's detail.
 """
@@ -17,13 +22,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord, StreamRecord
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from hpp_core.models import describe_validation_error
+from hpp_core.models import TrackedSession, describe_validation_error
+from hpp_core.repository import session_from_image, session_id_in_key
 from hpp_core.settings import EnvironmentSettings
 from hpp_core.statuses import Status
-from hpp_core.timestamps import Timestamp, format_timestamp, to_epoch_millis
+from hpp_core.timestamps import format_timestamp
 
 STATUS_CHANGED: Final = "HPP Session Status Changed"
 COMPLETED: Final = "HPP Session Completed"
@@ -63,54 +69,16 @@ class UnpublishableRecord(ValueError):
     """
 
 
-class SessionImage(BaseModel):
-    """A sessions-table row as a stream record shows it (only what the events need).
-
-    Timestamps are read with the same parser as Klarna's and published in the one stored form (UTC,
-    milliseconds, `Z`), whatever wrote the row.
-    """
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    session_id: str = Field(min_length=1, max_length=256)
-    status: str = Field(min_length=1, max_length=64)
-    updated_at: Timestamp
-    # The conditional write's ordering key (0 for a row the tracker created that Klarna has not reported
-    # on yet); a row without it is ordered by updated_at.
-    updated_at_ms: int | None = None
-    expires_at: Timestamp | None = None
-    authorization_token: SecretStr | None = None
-    order_id: str | None = None
-    klarna_reference: str | None = None
-
-    @property
-    def transition_ms(self) -> int:
-        return self.updated_at_ms if self.updated_at_ms is not None else to_epoch_millis(self.updated_at)
-
-    @property
-    def updated_at_text(self) -> str:
-        return format_timestamp(self.updated_at)
-
-    @property
-    def expires_at_text(self) -> str | None:
-        return format_timestamp(self.expires_at) if self.expires_at else None
-
-
 class SessionChange(BaseModel):
-    """One stream record: what the row was (old) and what it is now (new)."""
+    """One stream record: the session as the row was (old) and as it is now (new)."""
 
     model_config = ConfigDict(frozen=True)
 
     event_name: Literal["INSERT", "MODIFY", "REMOVE"]
-    old: SessionImage | None
-    new: SessionImage | None
+    old: TrackedSession | None
+    new: TrackedSession | None
     # When DynamoDB wrote the change (the record's ApproximateCreationDateTime): the events' time.
     stored_at: datetime | None = None
-
-    @property
-    def session_id(self) -> str | None:
-        image = self.new or self.old
-        return image.session_id if image else None
 
     @property
     def previous_status(self) -> str | None:
@@ -189,41 +157,57 @@ def event_id(detail_type: str, session_id: str, status: str, transition_ms: int)
 
 
 def change_from_record(record: DynamoDBRecord) -> SessionChange:
-    """Read a stream record (as Lambda delivers it) into a `SessionChange`, or say why it cannot be read."""
+    """Read a stream record (as Lambda delivers it) into a `SessionChange`, or say why it cannot be read.
+
+    Each image is the row a read would return, so it becomes a `TrackedSession` through the repository's
+    one row-to-model mapping.
+    """
     stream = record.dynamodb
     if stream is None:
         raise UnpublishableRecord("stream record without its 'dynamodb' section")
-    key = _session_key(stream.raw_event)
-    try:
-        new_image, old_image = stream.new_image, stream.old_image
-    except (TypeError, ValueError, KeyError):  # an attribute in a shape TypeDeserializer does not know
-        raise UnpublishableRecord(f"session {key}: an image holds an unreadable attribute") from None
+    key = _session_key(stream)
+    sessions, problems = _sessions_in_images(stream, key)
     stored_at = stream.approximate_creation_date_time
     try:
-        return SessionChange.model_validate(
+        change = SessionChange.model_validate(
             {
                 "event_name": record.raw_event.get("eventName"),
-                "old": _session_state(old_image),
-                "new": _session_state(new_image),
+                **sessions,
                 "stored_at": datetime.fromtimestamp(stored_at, UTC) if stored_at is not None else None,
             }
         )
     except ValidationError as exc:
-        # describe_validation_error never echoes the input: the images hold the token.
-        problems = "; ".join(describe_validation_error(exc))
-        raise UnpublishableRecord(f"session {key}: {problems}") from None
+        problems += describe_validation_error(exc)
+    if problems:
+        raise UnpublishableRecord(f"session {key}: {'; '.join(problems)}")
+    return change
+
+
+def _sessions_in_images(stream: StreamRecord, key: str) -> tuple[dict[str, TrackedSession | None], list[str]]:
+    """The record's old and new sessions (None for an image that holds none), and what is wrong with
+    each image that holds no valid one."""
+    try:
+        images = {"old": stream.old_image, "new": stream.new_image}
+    except (TypeError, ValueError, KeyError, ArithmeticError):  # a shape TypeDeserializer cannot read
+        raise UnpublishableRecord(f"session {key}: an image holds an unreadable attribute") from None
+    sessions: dict[str, TrackedSession | None] = {}
+    problems: list[str] = []
+    for name, image in images.items():
+        try:
+            sessions[name] = session_from_image(image)
+        except ValidationError as exc:
+            # describe_validation_error never echoes the input: the images hold the token.
+            problems += describe_validation_error(exc, prefix=f"{name}.")
+            sessions[name] = None
+    return sessions, problems
 
 
 def events_for_change(change: SessionChange) -> list[BusEvent]:
-    """The events one stored change publishes: none unless the status changed; Status Changed for every
-    change; Completed too for a change into COMPLETED (a row first stored COMPLETED included)."""
-    new = change.new
-    if new is None or not change.status_changed:
+    """The events one stored change publishes: none unless the status changed, else those of
+    `events_for_session` (a row first stored COMPLETED included)."""
+    if change.new is None or not change.status_changed:
         return []
-    events = [_status_changed(new, change.previous_status, change.stored_at)]
-    if new.status == Status.COMPLETED:
-        events.append(_completed(new, change.stored_at))
-    return events
+    return events_for_session(change.new, previous_status=change.previous_status, time=change.stored_at)
 
 
 def events_for_record(record: DynamoDBRecord) -> list[BusEvent]:
@@ -231,59 +215,69 @@ def events_for_record(record: DynamoDBRecord) -> list[BusEvent]:
     return events_for_change(change_from_record(record))
 
 
-def _status_changed(new: SessionImage, previous_status: str | None, time: datetime | None) -> BusEvent:
+def events_for_session(
+    session: TrackedSession, *, previous_status: str | None, time: datetime | None
+) -> list[BusEvent]:
+    """The events of a session's arrival at its stored status: Status Changed always, Completed too when
+    it is COMPLETED. The ids depend on the stored transition alone, so building the events of the same
+    stored session again yields the same ids.
+    """
+    events = [_status_changed(session, previous_status, time)]
+    if session.status == Status.COMPLETED:
+        events.append(_completed(session, time))
+    return events
+
+
+def _status_changed(session: TrackedSession, previous_status: str | None, time: datetime | None) -> BusEvent:
     detail = StatusChangedDetail(
-        event_id=event_id(STATUS_CHANGED, new.session_id, new.status, new.transition_ms),
-        session_id=new.session_id,
-        status=new.status,
+        event_id=event_id(STATUS_CHANGED, session.session_id, session.status, session.updated_at_ms),
+        session_id=session.session_id,
+        status=session.status,
         previous_status=previous_status,
-        updated_at=new.updated_at_text,
-        expires_at=new.expires_at_text,
+        updated_at=format_timestamp(session.updated_at),
+        expires_at=_expires_at_text(session),
     )
     return BusEvent(detail_type=STATUS_CHANGED, detail=detail, time=time)
 
 
-def _completed(new: SessionImage, time: datetime | None) -> BusEvent:
-    has_token = new.authorization_token is not None and bool(new.authorization_token.get_secret_value())
-    has_order = bool(new.order_id)
+def _completed(session: TrackedSession, time: datetime | None) -> BusEvent:
+    token = session.authorization_token
+    has_token = token is not None and bool(token.get_secret_value())
+    has_order = bool(session.order_id)
     if has_token == has_order:
         found = "both an authorization_token and an order_id" if has_token else "neither"
         raise UnpublishableRecord(
-            f"session {new.session_id} is COMPLETED with {found}: a Completed event carries exactly one "
-            "of authorization_token or order_id + klarna_reference"
+            f"session {session.session_id} is COMPLETED with {found}: a Completed event carries exactly "
+            "one of authorization_token or order_id + klarna_reference"
         )
-    if has_order and not new.klarna_reference:
+    if has_order and not session.klarna_reference:
         raise UnpublishableRecord(
-            f"session {new.session_id} is COMPLETED with an order_id but no klarna_reference"
+            f"session {session.session_id} is COMPLETED with an order_id but no klarna_reference"
         )
     detail = CompletedDetail(
-        event_id=event_id(COMPLETED, new.session_id, new.status, new.transition_ms),
-        session_id=new.session_id,
-        status=new.status,
-        updated_at=new.updated_at_text,
-        expires_at=new.expires_at_text,
-        authorization_token=new.authorization_token if has_token else None,
-        order_id=new.order_id if has_order else None,
-        klarna_reference=new.klarna_reference if has_order else None,
+        event_id=event_id(COMPLETED, session.session_id, session.status, session.updated_at_ms),
+        session_id=session.session_id,
+        status=session.status,
+        updated_at=format_timestamp(session.updated_at),
+        expires_at=_expires_at_text(session),
+        authorization_token=token if has_token else None,
+        order_id=session.order_id if has_order else None,
+        klarna_reference=session.klarna_reference if has_order else None,
     )
     return BusEvent(detail_type=COMPLETED, detail=detail, time=time)
 
 
-def _session_state(image: Mapping[str, Any]) -> dict[str, Any] | None:
-    """An image that holds a session's state, or None.
-
-    Powertools gives {} for an absent image (INSERT has no old one, REMOVE no new one). An image without
-    a status is no session state either: the tracker never writes one, but moto streams the key alone
-    first when an update creates a row. There is nothing to publish about it.
-    """
-    return dict(image) if image.get("status") is not None else None
+def _expires_at_text(session: TrackedSession) -> str | None:
+    return format_timestamp(session.expires_at) if session.expires_at else None
 
 
-def _session_key(stream: Mapping[str, Any]) -> str:
-    """The record's session id for messages: the key attribute if it is a plain string, else '?'."""
-    value = (stream.get("Keys") or {}).get("session_id") or {}
-    key = value.get("S") if isinstance(value, Mapping) else None
-    return key[:128] if isinstance(key, str) else "?"
+def _session_key(stream: StreamRecord) -> str:
+    """The record's session id for messages, or '?' when its key holds none that can be read."""
+    try:
+        key = session_id_in_key(stream.keys)
+    except (TypeError, ValueError, KeyError, ArithmeticError):
+        key = None
+    return key[:128] if key else "?"
 
 
 def _compact_json(data: Mapping[str, Any]) -> str:

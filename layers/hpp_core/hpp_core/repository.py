@@ -34,7 +34,7 @@ from hpp_core.timestamps import format_timestamp, parse_timestamp, to_epoch_mill
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-# Attribute names (the table's contract; see README "The sessions table"). The session's other
+# Attribute names (the table's contract: docs/architecture.md, "The sessions table"). The session's other
 # attributes carry TrackedSession's field names (status, updated_at, updated_at_ms, expires_at, ...).
 SECRET_HASH = "callback_secret_sha256"
 POLL_SHARD = "poll_shard"
@@ -59,16 +59,51 @@ def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     return {name: _deserializer.deserialize(value) for name, value in item.items()}
 
 
+def _with_ints(row: Mapping[str, Any]) -> dict[str, Any]:
+    """DynamoDB's Decimals turned back into ints (every number we store is one); any other number is
+    left as it is, for the model to refuse."""
+    return {name: _int_if_whole(value) for name, value in row.items()}
+
+
+def _int_if_whole(value: Any) -> Any:
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
 def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
-    """Deserialized, with DynamoDB's Decimals turned back into ints (every number we store is one)."""
-    return {
-        name: int(value) if isinstance(value, Decimal) else value for name, value in from_item(item).items()
-    }
+    """An item as a read returns it, deserialized, with ints for its numbers."""
+    return _with_ints(from_item(item))
 
 
 def _session(row: Mapping[str, Any]) -> TrackedSession:
-    """A stored row (deserialized) as the domain sees it."""
-    return TrackedSession.model_validate({**row, "callback_secret_hash": row.get(SECRET_HASH)})
+    """A stored row (deserialized) as the domain sees it: the one row-to-model mapping, for reads, write
+    results and the stream's images alike. Raises pydantic's ValidationError for a row that is no session.
+
+    A row written without the ordering key (by hand, say) is ordered by its `updated_at`.
+    """
+    fields = {name: value for name, value in _with_ints(row).items() if value is not None}
+    session = TrackedSession.model_validate({**fields, "callback_secret_hash": fields.get(SECRET_HASH)})
+    if "updated_at_ms" not in fields:
+        session = session.model_copy(update={"updated_at_ms": to_epoch_millis(session.updated_at)})
+    return session
+
+
+def session_from_image(image: Mapping[str, Any]) -> TrackedSession | None:
+    """A stream record's image of a row (deserialized, as Powertools gives it) as the domain sees it, or
+    None when it holds no session state.
+
+    Powertools gives {} for an absent image (INSERT has no old one, REMOVE no new one). An image without
+    a status is no session state either: the tracker never writes one, but moto streams the key alone
+    first when an update creates a row. Raises pydantic's ValidationError like `_session`.
+    """
+    return _session(image) if image.get("status") is not None else None
+
+
+def session_id_in_key(key: Mapping[str, Any]) -> str | None:
+    """The session id in a row's key (deserialized), if it is a string."""
+    value = key.get("session_id")
+    return value if isinstance(value, str) else None
 
 
 def _due_session(item: Mapping[str, Any]) -> DueSession:
@@ -164,9 +199,9 @@ class SessionRepository:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except _ConditionFailed as refused:
-            stored = _session(_plain(refused.item)) if refused.item else None
+            stored = _session(from_item(refused.item)) if refused.item else None
             return WriteResult(_why_refused(update, stored, callback_secret_hash), stored)
-        return WriteResult(WriteOutcome.APPLIED, _session(_plain(response["Attributes"])))
+        return WriteResult(WriteOutcome.APPLIED, _session(from_item(response["Attributes"])))
 
     def _update_expression(self, update: StatusUpdate) -> tuple[dict[str, str], dict[str, Any], str]:
         now = self._clock()
