@@ -78,6 +78,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # The stock server joins every handler thread on close: one slow request would hang stop().
     block_on_close = False
+    # socketserver listens with a backlog of 5: a burst of new connections (the simulator's callback
+    # workers, the poller's reads) overflowed it, and the kernel's retry of a dropped handshake comes
+    # a second later, past a 1 s client timeout (an answered request then looked timed out and was
+    # sent again). The kernel caps this at net.core.somaxconn.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, owner: HttpServer, host: str, port: int) -> None:
         self.owner = owner

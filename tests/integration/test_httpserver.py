@@ -6,7 +6,7 @@ import threading
 import pytest
 import urllib3
 
-from local.common.httpserver import HttpServer, Request, Response
+from local.common.httpserver import HttpServer, Request, Response, _Server
 
 HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(total=10))
 
@@ -58,3 +58,29 @@ def test_without_on_error_the_error_is_logged(caplog: pytest.LogCaptureFixture):
         malformed = b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nnot-hex\r\n"
         _raw_exchange(server.port, malformed)
     assert any("logged: unexpected error: ValueError" in record.getMessage() for record in caplog.records)
+
+
+def test_a_burst_of_connections_waits_to_be_accepted_instead_of_being_dropped():
+    """32 clients connect while the server accepts nothing (its accept loop busy): every handshake
+    completes and waits in the listen queue. With socketserver's backlog of 5 only 6 did; the others'
+    SYNs were dropped and retried by the kernel a second later, past a 1 s callback timeout."""
+    server = _Server(HttpServer(lambda request: Response(200)), "127.0.0.1", 0)  # listening, not serving
+    clients = [socket.socket() for _ in range(32)]
+    try:
+        for client in clients:
+            client.setblocking(False)
+            client.connect_ex(server.server_address)  # on loopback the handshake is done on return
+        server.socket.setblocking(False)
+        accepted = 0
+        while True:
+            try:
+                connection, _ = server.socket.accept()
+            except BlockingIOError:
+                break
+            connection.close()
+            accepted += 1
+        assert accepted == len(clients)
+    finally:
+        for client in clients:
+            client.close()
+        server.server_close()
