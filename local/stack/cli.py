@@ -14,12 +14,12 @@ import signal
 from dataclasses import replace
 from pathlib import Path
 
-from local.common.cli import key_value, seconds_range
+from local.common.cli import key_value
 from local.common.logs import configure_logging
 from local.common.signals import StopSignals
 from local.emulators.fault_proxy import AWS_FAULT_PROFILES
 from local.klarna_simulator import SimulatorConfig
-from local.klarna_simulator.chaos import CHAOS_PROFILES, chaos_profile
+from local.klarna_simulator.cli import add_run_options, run_config
 from local.stack.options import StackOptions
 from local.stack.stack import LocalStack, StackStopped
 from local.template import TEMPLATE_PATH, TemplateError
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "KEY=VALUE",
         "one fault rate, e.g. dynamodb_throttle_rate=0.1 or put_events_failure_rate=0.3",
     )
-    _add_simulator_options(parser.add_argument_group("Klarna simulator"))
+    add_run_options(parser.add_argument_group("Klarna simulator"))
     parser.add_argument("--template", type=Path, default=TEMPLATE_PATH)
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
@@ -72,30 +72,8 @@ def _add_pairs(parser: argparse._ActionsContainer, flag: str, metavar: str, desc
     parser.add_argument(flag, type=key_value, action="append", default=[], metavar=metavar, help=description)
 
 
-def _add_simulator_options(group: argparse._ActionsContainer) -> None:
-    simulator = SimulatorConfig()
-    group.add_argument("--seed", type=int, default=simulator.seed)
-    group.add_argument("--chaos", choices=sorted(CHAOS_PROFILES), default="none")
-    _add_pairs(group, "--chaos-set", "KEY=VALUE", "one chaos setting, e.g. callback_drop_rate=0")
-    group.add_argument("--journeys", choices=("auto", "manual"), default=simulator.journeys)
-    group.add_argument(
-        "--session-lifetime", type=float, default=simulator.session_lifetime, metavar="SECONDS"
-    )
-    group.add_argument("--think-time", type=seconds_range, default=simulator.think_time, metavar="MIN:MAX")
-    group.add_argument(
-        "--callback-retry-delay", type=float, default=simulator.callback_retry_delay, metavar="SECONDS"
-    )
-
-
 def options_from_args(args: argparse.Namespace) -> StackOptions:
-    simulator = SimulatorConfig(
-        seed=args.seed,
-        chaos=chaos_profile(args.chaos, dict(args.chaos_set)),
-        journeys=args.journeys,
-        session_lifetime=args.session_lifetime,
-        think_time=args.think_time,
-        callback_retry_delay=args.callback_retry_delay,
-    )
+    simulator = run_config(args)
     return StackOptions(
         template=args.template,
         port=args.port,

@@ -2,8 +2,8 @@
 
 import pytest
 
-from local.klarna_simulator.__main__ import build_parser as simulator_parser
-from local.klarna_simulator.__main__ import config_from_args
+from local.klarna_simulator.cli import build_parser as simulator_parser
+from local.klarna_simulator.cli import config_from_args
 from local.stack.cli import build_parser, main, options_from_args
 
 
