@@ -27,7 +27,7 @@ from hpp_core.repository import SessionRepository, to_item
 from hpp_core.timestamps import format_timestamp, to_epoch_millis, utc_now
 from local.klarna_simulator import KlarnaSimulator
 from tests.support.dynamodb_local import DynamoDBLocal
-from tests.support.klarna import klarna_client, simulated_klarna
+from tests.support.klarna import KLARNA_SESSION_LIFETIME, klarna_client, simulated_klarna
 from tests.support.template import create_table
 
 LATENCY_SECONDS = 0.05
@@ -56,7 +56,7 @@ def row(session_id: str, *, status: str, created: datetime, due_at: datetime | N
         "status": status,
         "updated_at": format_timestamp(created),
         "updated_at_ms": 0 if status == "WAITING" else to_epoch_millis(created),
-        "expires_at": format_timestamp(created + timedelta(hours=47)),
+        "expires_at": format_timestamp(created + KLARNA_SESSION_LIFETIME),
         "created_at": format_timestamp(created),
         "recorded_at": format_timestamp(created),
         "last_source": "sessions_api",

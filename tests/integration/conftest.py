@@ -2,28 +2,23 @@
 
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from hpp_core.repository import SessionRepository
+from tests.support.dynamodb_local import ENGINES, engine_client
 from tests.support.template import create_table
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 
-@pytest.fixture(params=["dynamodb_local", "moto"])
+@pytest.fixture(params=ENGINES)
 def dynamodb(request: pytest.FixtureRequest) -> Iterator["DynamoDBClient"]:
     """A DynamoDB client on DynamoDB Local, then on moto (in-process)."""
-    if request.param == "dynamodb_local":
-        server: Any = request.getfixturevalue("dynamodb_local")
-        yield boto3.client("dynamodb", endpoint_url=server.endpoint_url)
-    else:
-        with mock_aws():
-            yield boto3.client("dynamodb")
+    with engine_client(request.param, request) as client:
+        yield client
 
 
 @pytest.fixture

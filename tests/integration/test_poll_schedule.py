@@ -16,13 +16,14 @@ from hpp_core.repository import (
     SessionRepository,
 )
 from hpp_core.timestamps import to_epoch_millis, utc_now
+from tests.support.klarna import KLARNA_SESSION_LIFETIME
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 # Relative to now: DynamoDB Local deletes rows whose TTL (expires_at + 90 days) has passed.
 CREATED = utc_now().replace(microsecond=0)
-EXPIRES = CREATED + timedelta(hours=47)
+EXPIRES = CREATED + KLARNA_SESSION_LIFETIME
 
 
 def at(minutes: float) -> datetime:

@@ -26,11 +26,10 @@ from hpp_core.repository import (
 from hpp_core.timestamps import format_timestamp, to_epoch_millis, utc_now
 from local.klarna_simulator import KlarnaSimulator, rate_limit_headers
 from tests.support.clock import ManualClock
-from tests.support.klarna import klarna_client, simulated_klarna
+from tests.support.klarna import klarna_client, klarna_reads, requested_session, simulated_klarna
 from tests.support.template import create_table
 
 TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
-LIFETIME = timedelta(hours=47)
 POLL_FIELDS = {POLL_SHARD, POLL_DUE_AT, POLL_ATTEMPTS, POLL_NOT_FOUND}
 # Fast enough not to slow the tests down; tests about pacing set their own.
 QUICK = PollPolicy(concurrency=4, rate_per_second=200, time_margin_seconds=2)
@@ -88,9 +87,6 @@ class World:
         item = self.repository.get_item(session_id)
         assert item is not None
         return item
-
-    def klarna_reads(self) -> list[str]:
-        return [r.path.rsplit("/", 1)[-1] for r in self.fake.requests_to("GET", "/hpp/v1/sessions/")]
 
 
 def make_world(client: Any, table: str) -> Iterator[World]:
@@ -165,7 +161,8 @@ def test_sessions_whose_callbacks_were_all_lost_end_in_klarnas_final_state(world
     world.run()
     row = world.row(ordered)
     assert (row["status"], row["order_id"], row["klarna_reference"]) == ("COMPLETED", "order-42", "ZQ6P2V8T")
-    assert sorted(world.klarna_reads()) == sorted([ordered, waiting]), "final sessions are not polled again"
+    # Final sessions are not polled again.
+    assert sorted(klarna_reads(world.fake)) == sorted([ordered, waiting])
     assert world.row(waiting)["status"] == "WAITING"
 
 
@@ -260,7 +257,7 @@ def test_404_after_expires_at_records_expired_stamped_at_expires_at(world: World
     world.fake.clear_requests()
     world.clock.advance(days=1)
     world.run()
-    assert world.klarna_reads() == [], "an expired session is not polled again"
+    assert klarna_reads(world.fake) == [], "an expired session is not polled again"
 
 
 def test_expired_is_never_stamped_before_klarnas_last_update(world: World) -> None:
@@ -321,7 +318,7 @@ def test_404_before_expiry_is_retried_then_parked_until_expiry_then_expired(worl
     world.fake.clear_requests()
     world.clock.now = expires_at + timedelta(minutes=59)
     world.run()
-    assert world.klarna_reads() == [], "parked: not asked again before it has expired"
+    assert klarna_reads(world.fake) == [], "parked: not asked again before it has expired"
     world.clock.now = expires_at + timedelta(hours=1)
     assert world.run().outcomes == {PollOutcome.EXPIRED: 1}
     row = world.row(session_id)
@@ -424,7 +421,7 @@ def test_429_pauses_the_whole_run_for_retry_after_and_halves_its_rate(local_worl
     assert sum(gaps) / len(gaps) > 0.09
     # The throttled session was left due as it was (for the next run); the rest were polled.
     assert report.outcomes == {PollOutcome.CHANGED: len(sessions) - 1, PollOutcome.THROTTLED: 1}
-    throttled_row = world.row(throttled.path.rsplit("/", 1)[-1])
+    throttled_row = world.row(requested_session(throttled))
     assert (throttled_row["updated_at_ms"], throttled_row[POLL_ATTEMPTS]) == (0, 0)
 
 
@@ -480,14 +477,15 @@ def test_the_time_budget_is_respected_and_the_next_run_finishes(local_world: Wor
     )
     assert not deadline.is_set(), "the run returned before its invocation's time ran out"
     assert first.stopped is StopReason.TIME_BUDGET
-    polled = set(world.klarna_reads())
+    polled = set(klarna_reads(world.fake))
     assert 0 < len(polled) < 40
     untouched = [s for s in sessions if s not in polled]
     assert all(world.row(s)["status"] == "WAITING" and world.row(s)[POLL_ATTEMPTS] == 0 for s in untouched)
 
     second = world.run()
     assert second.stopped is None
-    assert sorted(world.klarna_reads()) == sorted(sessions), "each session read exactly once over both runs"
+    # Each session read exactly once over both runs.
+    assert sorted(klarna_reads(world.fake)) == sorted(sessions)
     assert all(world.row(s)["updated_at_ms"] > 0 for s in sessions)
 
 
@@ -503,7 +501,7 @@ def test_a_run_reads_only_the_due_sessions(world: World) -> None:
     world.query_scanned.clear()
     report = world.run()
     assert sum(world.query_scanned) == report.index_items_read == report.due == 17
-    assert sorted(world.klarna_reads()) == sorted(due)
+    assert sorted(klarna_reads(world.fake)) == sorted(due)
 
 
 def due_sessions(world: World) -> list[DueSession]:

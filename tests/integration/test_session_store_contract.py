@@ -7,13 +7,10 @@ the table is tested in test_repository.py and test_poll_schedule.py.
 
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.errors import Conflict
@@ -23,6 +20,8 @@ from hpp_core.poller import due_sessions
 from hpp_core.repository import SessionRepository
 from hpp_core.timestamps import to_epoch_millis
 from tests.support.clock import ManualClock
+from tests.support.dynamodb_local import ENGINES, engine_client
+from tests.support.klarna import KLARNA_SESSION_LIFETIME
 from tests.support.memory_store import MemorySessionStore
 from tests.support.template import create_table
 
@@ -33,16 +32,7 @@ TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
 RIGHT_HASH = hash_callback_secret("the-right-secret")
 WRONG_HASH = hash_callback_secret("a guess")
 START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-EXPIRES = START + timedelta(hours=47)
-
-
-@contextmanager
-def dynamodb_client(engine: str, request: pytest.FixtureRequest) -> Iterator[Any]:
-    if engine == "dynamodb_local":
-        yield request.getfixturevalue("dynamodb_local").client()
-    else:
-        with mock_aws():
-            yield boto3.client("dynamodb")
+EXPIRES = START + KLARNA_SESSION_LIFETIME
 
 
 @pytest.fixture
@@ -50,13 +40,13 @@ def clock() -> ManualClock:
     return ManualClock(START)
 
 
-@pytest.fixture(params=["memory", "dynamodb_local", "moto"])
+@pytest.fixture(params=["memory", *ENGINES])
 def new_store(request: pytest.FixtureRequest, clock: ManualClock) -> Iterator[Callable[..., Store]]:
     """Makes a store (with `poll_shards` shards) on the backend under test; the clock is the test's."""
     if request.param == "memory":
         yield lambda poll_shards=8: MemorySessionStore(poll_shards=poll_shards, clock=clock)
         return
-    with dynamodb_client(request.param, request) as client:
+    with engine_client(request.param, request) as client:
         table = f"contract-{uuid.uuid4().hex[:12]}"
         create_table(client, "SessionsTable", table)
         # No TTL: DynamoDB Local deletes rows whose TTL has passed.

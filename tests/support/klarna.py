@@ -16,6 +16,7 @@ import urllib3
 
 from hpp_core.klarna import KlarnaClient, KlarnaCredentials
 from local.klarna_simulator import KlarnaSimulator, SimulatorConfig
+from local.klarna_simulator.scripting import RecordedRequest
 
 KLARNA_SESSION_LIFETIME = timedelta(hours=47)  # a KP session lives ~48 h; its HPP session 1 h less
 TEST_KLARNA = SimulatorConfig(journeys="manual", session_lifetime=KLARNA_SESSION_LIFETIME.total_seconds())
@@ -45,6 +46,11 @@ def in_memory_klarna_client(simulator: KlarnaSimulator) -> KlarnaClient:
     return klarna_client(simulator, pool=simulator.in_process_pool())
 
 
+def requested_session(request: RecordedRequest) -> str:
+    """The session a Read or Disable Session request names (the last segment of its path)."""
+    return request.path.rsplit("/", 1)[-1]
+
+
 def klarna_reads(simulator: KlarnaSimulator) -> list[str]:
     """The ids of the sessions read (Read Session) from the simulator, in the order asked."""
-    return [request.path.rsplit("/", 1)[-1] for request in simulator.requests_to("GET")]
+    return [requested_session(request) for request in simulator.requests_to("GET")]
