@@ -1,5 +1,5 @@
 """Klarna's HPP API rules that do not depend on any session: the error format, Basic auth, what a
-Create Session body must look like, and what Create Session answers (../shared/klarna-hpp.md)."""
+Create Session body must look like, and what Create Session answers (docs/klarna-hpp.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The Klarna HPP simulator: Klarna's HPP API v1, consumers that use the sessions, and callbacks
-delivered the way Klarna delivers them (see ../shared/klarna-hpp.md and the README). The project's
-one fake Klarna: the local stack and the demo run it with seeded journeys and chaos, tests run it with
-manual journeys and drive it through its test API.
+delivered the way Klarna delivers them (docs/klarna-hpp.md; how to run and drive it: docs/local-stack.md).
+The project's one fake Klarna: the local stack and the demo run it with seeded journeys and chaos, tests
+run it with manual journeys and drive it through its test API.
 
     with KlarnaSimulator(SimulatorConfig(seed=7, chaos=chaos_profile("default"))) as klarna:
         ...  # point the tracker at klarna.url with klarna.config.username / password

@@ -38,7 +38,7 @@ def test_stack_options() -> None:
     assert (simulator.think_time, simulator.callback_retry_delay) == ((0.1, 0.2), 0.5)
 
 
-def test_stack_defaults_match_the_readme() -> None:
+def test_stack_defaults_match_the_docs() -> None:
     options = options_from_args(build_parser().parse_args([]))
     assert (options.port, options.poll_interval, options.concurrency, options.klarna_url) == (
         3000,

@@ -1,4 +1,4 @@
-"""Which events a stream record publishes, and what they say (design.md, "Events on the bus").
+"""Which events a stream record publishes, and what they say (docs/events.md).
 
 Records are the events/publisher/ samples (real DynamoDB stream records, as Lambda delivers them) or
 variations of them; no I/O.

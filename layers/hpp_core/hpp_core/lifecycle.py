@@ -1,6 +1,6 @@
 """The rules of a session's life in the table, as plain functions over the domain models.
 
-Which write applies (design.md, "One write path" and "Final is final"), and how not-final sessions are
+Which write applies (docs/architecture.md, "One write path, final is final"), and how not-final sessions are
 spread over the poller's due index. The repository enforces the write rule atomically, as DynamoDB
 condition expressions (which cannot call Python), and uses `write_outcome` only to say why DynamoDB
 refused a write; the in-memory store the unit tests share applies the rule directly. The same contract

@@ -1,4 +1,4 @@
-"""From a sessions-table stream record to the events on the bus (design.md, "Events on the bus").
+"""From a sessions-table stream record to the events on the bus (docs/events.md).
 
 The table's stream is the outbox: a stored status change becomes one `HPP Session Status Changed` event,
 and a change into COMPLETED also one `HPP Session Completed` event carrying the `authorization_token`
