@@ -10,8 +10,8 @@ import boto3
 from botocore.config import Config
 
 from hpp_core.klarna import KlarnaClient, secrets_manager_credentials
-from hpp_core.repository import SessionRepository
-from hpp_core.settings import KlarnaSettings, TableSettings
+from hpp_core.repository import SessionRepository, StateRepository
+from hpp_core.settings import KlarnaSettings, StateSettings, TableSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -43,6 +43,10 @@ def session_repository(
         first_poll_delay_seconds=settings.first_poll_delay_seconds,
         retention_days=settings.session_retention_days,
     )
+
+
+def state_repository(settings: StateSettings) -> StateRepository:
+    return StateRepository(settings.state_table_name, dynamodb_client())
 
 
 def klarna_client(settings: KlarnaSettings) -> KlarnaClient:

@@ -435,3 +435,19 @@ def _why_refused(
     """
     outcome = write_outcome(update, stored, callback_secret_hash=callback_secret_hash)
     return WriteOutcome.STALE if outcome is WriteOutcome.APPLIED else outcome
+
+
+class StateRepository:
+    """The state table's adapter (template.yaml, StateTable): small items that are no session's history.
+
+    Counters, short-lived caches and the poller's own state, each under its own key prefix (`pk`), most
+    with a TTL in `expires_ttl`. DynamoDB deletes expired items lazily (within days), so a reader checks
+    an item's expiry itself rather than trusting that an expired item is gone.
+    """
+
+    def __init__(
+        self, table_name: str, client: "DynamoDBClient", *, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self.table_name = table_name
+        self.client = client
+        self._clock = clock

@@ -40,6 +40,12 @@ class TableSettings(EnvironmentSettings):
     first_poll_delay_seconds: int = Field(alias="FIRST_POLL_DELAY_SECONDS", default=60, ge=1)
 
 
+class StateSettings(EnvironmentSettings):
+    """The table of tracker state that is not a session (counters, caches, the poller's own state)."""
+
+    state_table_name: str = Field(alias="STATE_TABLE_NAME", min_length=3, max_length=255)
+
+
 class KlarnaSettings(EnvironmentSettings):
     klarna_api_url: AnyHttpUrl = Field(alias="KLARNA_API_URL")
     klarna_credentials_secret_arn: str = Field(alias="KLARNA_CREDENTIALS_SECRET_ARN", min_length=1)
