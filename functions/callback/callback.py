@@ -37,6 +37,7 @@ def receive_callback() -> Response[Any]:
         event.decoded_body,
         store=repository,
         klarna=klarna,
+        on_unknown_session_read=_count_unknown_session_read,
     )
     metrics.add_metric(name=f"Callback_{result.outcome}", unit=MetricUnit.Count, value=1)
     logger.info(
@@ -48,6 +49,11 @@ def receive_callback() -> Response[Any]:
         },
     )
     return json_response(200, result.response_body())
+
+
+def _count_unknown_session_read() -> None:
+    # A Klarna read to confirm a session the table does not have: what forged callbacks cost (alarmed).
+    metrics.add_metric(name="UnknownSessionReads", unit=MetricUnit.Count, value=1)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)

@@ -246,3 +246,37 @@ def test_klarna_refusing_the_trackers_read_is_a_5xx_not_a_4xx_to_klarna(
     assert caught.value.status_code >= 500
     assert [write.outcome for write in store.writes] == [WriteOutcome.UNKNOWN_SESSION]
     assert store.get_session(SID) is None, "nothing recorded after the refused read"
+
+
+def test_a_klarna_read_to_confirm_an_unknown_session_is_announced_before_it_is_made(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    announced: list[int] = []
+
+    def count() -> None:
+        announced.append(len(klarna_reads(simulator)))
+
+    with pytest.raises(NotFound):
+        handle_callback(
+            query(), body(), store=MemorySessionStore(), klarna=klarna, on_unknown_session_read=count
+        )
+    with pytest.raises(NotFound):
+        handle_callback(query(), "", store=MemorySessionStore(), klarna=klarna, on_unknown_session_read=count)
+    assert announced == [0, 1], "once per read, each before its read"
+    assert klarna_reads(simulator) == [SID, SID]
+
+
+def test_reads_for_known_sessions_are_not_announced_as_unknown(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    announced: list[str] = []
+    klarna_says(simulator, "FAILED")
+    for store, q, raw in [
+        (tracked(secret=None), query(), body()),  # tracked without a secret: settled by a read
+        (tracked(), query(), ""),  # empty body: settled by a read
+    ]:
+        handle_callback(
+            q, raw, store=store, klarna=klarna, on_unknown_session_read=lambda: announced.append("x")
+        )
+    assert len(klarna_reads(simulator)) == 2
+    assert announced == []

@@ -3,9 +3,13 @@
 The normal path is one conditional write that also checks the URL's secret. Everything else (unknown
 session, empty body, session tracked without a secret) is settled by asking Klarna, never by trusting the
 body: an unsigned request can only ever make the tracker *read* the truth.
+
+A Klarna read made to confirm a session the table does not have is announced first
+(`on_unknown_session_read`): such reads are what forged callbacks can make the tracker spend, so the
+handler counts them (the `UnknownSessionReads` metric, alarmed on).
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,14 +57,24 @@ def handle_callback(
     *,
     store: SessionStore,
     klarna: KlarnaReader,
+    on_unknown_session_read: Callable[[], None] = lambda: None,
 ) -> CallbackResult:
     request = parse_callback_request(query or {}, body)
     if request.callback is not None and request.presented_hash is not None:
-        return _record_callback(request.session_id, request.callback, request.presented_hash, store, klarna)
+        return _record_callback(
+            request.session_id,
+            request.callback,
+            request.presented_hash,
+            store,
+            klarna,
+            on_unknown_session_read,
+        )
     # No body to record, or no secret to fold into the write: decide from the stored session.
     stored = store.get_session(request.session_id)
     _check_secret_on_file(stored, request.presented_hash)
-    return _confirm_with_klarna(request.session_id, store, klarna, known=stored is not None)
+    return _confirm_with_klarna(
+        request.session_id, store, klarna, known=stored is not None, on_unknown=on_unknown_session_read
+    )
 
 
 def parse_callback_request(query: Mapping[str, str], body: bytes | str | None) -> CallbackRequest:
@@ -111,7 +125,12 @@ def parse_callback_body(body: bytes | str | None) -> CallbackBody | None:
 
 
 def _record_callback(
-    session_id: str, callback: CallbackBody, presented_hash: str, store: SessionStore, klarna: KlarnaReader
+    session_id: str,
+    callback: CallbackBody,
+    presented_hash: str,
+    store: SessionStore,
+    klarna: KlarnaReader,
+    on_unknown_session_read: Callable[[], None],
 ) -> CallbackResult:
     """The normal path: one conditional write that also checks the secret."""
     update = StatusUpdate(session=callback.session, source="callback", event_id=callback.event_id)
@@ -121,7 +140,9 @@ def _record_callback(
     if result.outcome is WriteOutcome.SECRET_MISMATCH:
         raise Forbidden("callback secret does not match this session")
     # Unknown, or tracked without a secret: nothing vouches for the body, so Klarna is asked.
-    return _confirm_with_klarna(session_id, store, klarna, known=result.session is not None)
+    return _confirm_with_klarna(
+        session_id, store, klarna, known=result.session is not None, on_unknown=on_unknown_session_read
+    )
 
 
 def _check_secret_on_file(stored: TrackedSession | None, presented_hash: str | None) -> None:
@@ -135,8 +156,15 @@ def _check_secret_on_file(stored: TrackedSession | None, presented_hash: str | N
 
 
 def _confirm_with_klarna(
-    session_id: str, store: SessionStore, klarna: KlarnaReader, *, known: bool
+    session_id: str,
+    store: SessionStore,
+    klarna: KlarnaReader,
+    *,
+    known: bool,
+    on_unknown: Callable[[], None],
 ) -> CallbackResult:
+    if not known:
+        on_unknown()
     try:
         session = klarna.read_session(session_id)
     except KlarnaNotFound:
