@@ -453,3 +453,33 @@ def test_stop_polling_takes_the_session_out_and_an_observation_puts_it_back(
 @pytest.mark.parametrize("shards", [1, 3])
 def test_poll_shard_ids_cover_the_configured_shards(new_store: Callable[..., Store], shards: int) -> None:
     assert new_store(poll_shards=shards).poll_shard_ids == [f"{n:02d}" for n in range(shards)]
+
+
+# -- the recovery CLI's reads ---------------------------------------------------------------------------
+
+
+def test_due_session_reads_a_named_sessions_place_in_the_index(store: Store, clock: ManualClock) -> None:
+    assert store.due_session(SID) is None, "not tracked"
+    track(store)
+    (listed,) = all_due(store, at(5))
+    assert store.due_session(SID) == listed
+    clock.now = at(1)
+    store.reschedule_poll(listed, next_due_at_ms=to_epoch_millis(at(9)))
+    moved = store.due_session(SID)
+    assert moved is not None and (moved.poll_due_at, moved.poll_attempts) == (to_epoch_millis(at(9)), 1)
+    assert outcome(store, "COMPLETED", at(2), authorization_token=TOKEN) is WriteOutcome.APPLIED
+    assert store.due_session(SID) is None, "final: out of the index"
+
+
+def test_sessions_recorded_between_finds_the_last_recording_in_the_window(
+    store: Store, clock: ManualClock
+) -> None:
+    ids = [f"s{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
+    for minute, session_id in enumerate(ids):
+        clock.now = at(minute)
+        assert outcome(store, "WAITING", at(minute), session_id=session_id) is WriteOutcome.APPLIED
+    clock.now = at(10)  # the first is recorded again, outside the window
+    assert outcome(store, "IN_PROGRESS", at(10), session_id=ids[0]) is WriteOutcome.APPLIED
+    found = sorted(session.session_id for session in store.sessions_recorded_between(at(0), at(2)))
+    assert found == sorted(ids[1:3])
+    assert list(store.sessions_recorded_between(at(20), at(30))) == []

@@ -12,7 +12,7 @@ concurrent writer's update land just before the next writes.
 """
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -85,12 +85,6 @@ class MemorySessionStore:
         """Every session the store holds, e.g. to show that nothing was stored."""
         with self._lock:
             return list(self._sessions)
-
-    def due_entry(self, session_id: str) -> DueSession | None:
-        """The session as the due index shows it; None when it is not in the index."""
-        with self._lock:
-            schedule = self._schedules.get(session_id)
-            return None if schedule is None else self._due_session(session_id, schedule)
 
     # -- StatusRecorder -----------------------------------------------------------------------------
 
@@ -202,6 +196,23 @@ class MemorySessionStore:
                 return False
             del self._schedules[due.session_id]
             return True
+
+    # -- the recovery CLI's reads (hpp-tracker) -----------------------------------------------------
+
+    def due_session(self, session_id: str) -> DueSession | None:
+        """The session as the due index shows it; None when it is not in the index."""
+        with self._lock:
+            schedule = self._schedules.get(session_id)
+            return None if schedule is None else self._due_session(session_id, schedule)
+
+    def sessions_recorded_between(self, start: datetime, end: datetime) -> Iterator[TrackedSession]:
+        with self._lock:
+            found = [
+                session
+                for session in self._sessions.values()
+                if session.recorded_at is not None and start <= session.recorded_at <= end
+            ]
+        return iter(found)
 
     # -- internals ----------------------------------------------------------------------------------
 

@@ -223,7 +223,7 @@ def test_a_klarna_error_backs_the_session_off(simulator: KlarnaSimulator, klarna
     report = run(store, klarna)
     assert report.errors == {"KlarnaUnavailable": 1}
     assert report.outcomes[PollOutcome.ERROR] == 1
-    backed_off = store.due_entry("s1")
+    backed_off = store.due_session("s1")
     assert backed_off is not None
     assert (backed_off.poll_due_at, backed_off.poll_attempts) == (
         to_epoch_millis(NOW) + poll_interval_seconds(3) * 1000,
@@ -244,7 +244,7 @@ def test_a_session_final_in_the_index_copy_is_not_polled(
 ) -> None:
     store = store_with(("s1", 1))
     klarna_knows(simulator, "s1")
-    due = store.due_entry("s1")
+    due = store.due_session("s1")
     assert due is not None
     result = poll_session(
         replace(due, status=Status.COMPLETED.value), store=store, klarna=klarna, policy=FAST

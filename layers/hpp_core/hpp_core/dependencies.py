@@ -34,11 +34,15 @@ def dynamodb_client(*, max_pool_connections: int | None = None) -> "DynamoDBClie
 
 
 def session_repository(
-    settings: TableSettings, *, max_pool_connections: int | None = None
+    settings: TableSettings,
+    *,
+    max_pool_connections: int | None = None,
+    client: "DynamoDBClient | None" = None,
 ) -> SessionRepository:
+    """The sessions table's adapter; `client` for a caller with its own credentials (the recovery CLI)."""
     return SessionRepository(
         settings.table_name,
-        dynamodb_client(max_pool_connections=max_pool_connections),
+        client or dynamodb_client(max_pool_connections=max_pool_connections),
         poll_shards=settings.poll_shards,
         first_poll_delay_seconds=settings.first_poll_delay_seconds,
         retention_days=settings.session_retention_days,

@@ -6,7 +6,7 @@ the same rules (hpp_core.lifecycle). A function asks for exactly the roles it us
 are used together are named below them.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -65,12 +65,30 @@ class DueQueue(Protocol):
     def stop_polling(self, due: DueSession) -> bool: ...
 
 
+class DueLookup(Protocol):
+    """One named session's place in the due index, read from its row (the recovery CLI's reconcile)."""
+
+    def due_session(self, session_id: str) -> DueSession | None: ...
+
+
+class RecordedBetween(Protocol):
+    """Sessions by when their last status was recorded: the recovery CLI's way back to sessions whose
+    stream records have been trimmed (a scan: its cost is the table's size)."""
+
+    def sessions_recorded_between(self, start: datetime, end: datetime) -> Iterator[TrackedSession]: ...
+
+
 class SessionStore(SessionLookup, StatusRecorder, Protocol):
     """Look a session up, then record a status: how a callback and a disable decide."""
 
 
 class PollStore(DueQueue, StatusRecorder, Protocol):
     """The due queue and the one write path: what a poller run works with."""
+
+
+class RecoveryStore(PollStore, SessionLookup, DueLookup, RecordedBetween, Protocol):
+    """Everything the recovery CLI (hpp-tracker) asks of storage: the poller's roles to reconcile, and the
+    reads that find the sessions to reconcile or republish."""
 
 
 # -- Klarna -------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ same call (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), which is enough to sa
 already final, wrong secret or unknown session. No read-before-write.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from datetime import datetime
 from decimal import Decimal
@@ -423,6 +423,43 @@ class SessionRepository:
         """The session as stored (a consistent read), or None when it is not tracked."""
         row = self.get_item(session_id)
         return _session(row) if row else None
+
+    # -- the recovery CLI's reads (hpp-tracker) -----------------------------------------------------
+
+    def due_session(self, session_id: str) -> DueSession | None:
+        """The session as the due index shows it, read from its row (consistently); None when it is not
+        tracked or not in the index (final, or no longer polled)."""
+        response = _dynamodb(
+            self.client.get_item,
+            TableName=self.table_name,
+            Key=to_item({"session_id": session_id}),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return _due_session(item) if item and POLL_SHARD in item else None
+
+    def sessions_recorded_between(self, start: datetime, end: datetime) -> Iterator[TrackedSession]:
+        """Every session whose last status was recorded between `start` and `end` (inclusive): a Scan of
+        the whole table (its cost is the table's size), for recovering what the stream no longer holds.
+
+        `recorded_at` is stored in one fixed-width form (UTC, milliseconds, `Z`), so text order is time
+        order and the filter can compare strings.
+        """
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "FilterExpression": "#recorded_at BETWEEN :start AND :end",
+            "ExpressionAttributeNames": {"#recorded_at": "recorded_at"},
+            "ExpressionAttributeValues": to_item(
+                {":start": format_timestamp(start), ":end": format_timestamp(end)}
+            ),
+        }
+        while True:
+            response = _dynamodb(self.client.scan, **request)
+            for item in response.get("Items", []):
+                yield _session(_plain(item))
+            if not response.get("LastEvaluatedKey"):
+                return
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
 def _why_refused(
