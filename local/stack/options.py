@@ -27,6 +27,9 @@ READY_KEYS = (
     "event_bus_name",
     "events_queue_url",
     "klarna_url",
+    "region",
+    # The template's Outputs as the local stack resolves them (hpp-tracker --local reads these).
+    "outputs",
 )
 
 
