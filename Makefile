@@ -24,9 +24,16 @@ space := $(empty) $(empty)
 APP_PYTHONPATH := $(subst $(space),:,$(strip layers/hpp_core $(wildcard functions/*) .))
 # sam/cfn-lint need a region; none of these commands calls AWS.
 SAM_ENV := AWS_DEFAULT_REGION=eu-west-1 SAM_CLI_TELEMETRY=0
+# The SAM CLI deploy and delete use (the tools venv's), and the config file `sam deploy --guided` writes.
+SAM = $(TOOLS)/bin/sam
+SAMCONFIG ?= samconfig.toml
+# A setting of the `default` environment of $(SAMCONFIG): its deploy parameters first, then its global ones.
+samconfig_value = $(TOOLS)/bin/python -c 'import sys, tomllib; c = tomllib.load(open(sys.argv[1], "rb")).get("default", {}); \
+  print(next((c[s]["parameters"][sys.argv[2]] for s in ("deploy", "global") if sys.argv[2] in c.get(s, {}).get("parameters", {})), ""))' \
+  $(SAMCONFIG)
 # Two workers (the machine has two cores): the suite takes ~3.5 min instead of ~5. `make test PYTEST_ARGS=`
-# runs it serially.
-PYTEST_ARGS ?= -n 2
+# runs it serially. loadgroup: tests marked xdist_group("name") share one worker (and so one local stack).
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 # Options for `make run`, e.g. make run ARGS="--port 0 --chaos default --seed 7".
 ARGS ?=
 
@@ -49,7 +56,7 @@ if [ -z "$$py" ] || ! "$$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3
 fi
 endef
 
-.PHONY: help venv tools node_modules lint test unit bench build clean run demo
+.PHONY: help venv tools node_modules lint test unit bench build deploy delete clean run demo
 
 help: ## List the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -64,9 +71,12 @@ $(VENV)/.python3.13 $(TOOLS)/.python3.13:
 	"$$py" -m venv --clear "$(@D)"
 	@touch $@
 
-# The stamps make pip run again only when a requirements file changes.
-$(VENV_STAMP): requirements-dev.txt $(VENV)/.python3.13
+# The stamps make pip run again only when a requirements file changes. The project itself is installed
+# editable and without dependencies (they are the pins above): it puts the `hpp-tracker` command in
+# .venv/bin.
+$(VENV_STAMP): requirements-dev.txt pyproject.toml $(VENV)/.python3.13
 	$(VENV)/bin/python -m pip install --quiet --progress-bar off -r requirements-dev.txt
+	$(VENV)/bin/python -m pip install --quiet --progress-bar off --no-deps --editable .
 	@touch $@
 
 $(TOOLS_STAMP): requirements-tools.txt $(TOOLS)/.python3.13
@@ -92,7 +102,7 @@ lint: venv tools ## ruff, ruff format --check, mypy, complexity gate, sam valida
 	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/mypy
 	$(VENV)/bin/xenon --max-absolute B layers functions
-	$(VENV)/bin/xenon --max-absolute C local tests bench
+	$(VENV)/bin/xenon --max-absolute C local tests bench ops
 	$(SAM_ENV) $(TOOLS)/bin/sam validate --lint --template template.yaml
 	$(SAM_ENV) $(TOOLS)/bin/cfn-lint --template template.yaml --append-rules cfn_lint_serverless.rules
 
@@ -121,7 +131,31 @@ demo: venv node_modules ## Run the tracker against a chaotic simulated Klarna an
 
 # sam's Python builder looks for python3.13 on PATH: put the tools venv's (which has pip) first.
 build: tools ## sam build (output in .aws-sam/)
-	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(SAM_ENV) $(TOOLS)/bin/sam build --template template.yaml
+	PATH="$(abspath $(TOOLS))/bin:$$PATH" $(SAM_ENV) $(SAM) build --template template.yaml --config-file $(SAMCONFIG)
+
+# The first deployment is guided (SAM asks for the parameters, KlarnaCredentialsSecretArn first, and saves
+# the answers in $(SAMCONFIG)); once the config holds them, deployments ask nothing. docs/deploy.md.
+deploy: build ## Deploy the stack (the first time guided: writes samconfig.toml); then hpp-tracker check
+	@if grep -q 'KlarnaCredentialsSecretArn=' $(SAMCONFIG); then \
+	  echo "deploying as $(SAMCONFIG) says"; \
+	  SAM_CLI_TELEMETRY=0 $(SAM) deploy --config-file $(SAMCONFIG) --no-confirm-changeset --no-fail-on-empty-changeset; \
+	else \
+	  echo "first deployment: SAM asks for the stack name, region and parameters and saves them in $(SAMCONFIG)"; \
+	  SAM_CLI_TELEMETRY=0 $(SAM) deploy --config-file $(SAMCONFIG) --guided; \
+	fi
+	@stack="$$($(samconfig_value) stack_name)"; \
+	echo "deployed. Check it: .venv/bin/hpp-tracker check --stack $$stack --region $$($(samconfig_value) region)"
+
+# The sessions table is retained (DeletionPolicy: Retain, the record of your payments): delete names it
+# and says how to remove it; so is the Klarna secret, which the stack never owned.
+delete: tools ## Delete the stack (asks first); keeps the sessions table and says how to remove it
+	@stack="$${STACK:-$$($(samconfig_value) stack_name)}"; region="$${REGION:-$$($(samconfig_value) region)}"; \
+	table="$$(SAM_CLI_TELEMETRY=0 $(SAM) list stack-outputs --stack-name "$$stack" --region "$$region" --output json \
+	  | $(TOOLS)/bin/python -c 'import json, sys; print(next((o["OutputValue"] for o in json.load(sys.stdin) if o["OutputKey"] == "SessionsTableName"), ""))')"; \
+	SAM_CLI_TELEMETRY=0 $(SAM) delete --stack-name "$$stack" --region "$$region" --config-file $(SAMCONFIG); \
+	echo "Kept: the sessions table $${table:-(not found)} (DeletionPolicy Retain: the record of your payments, with point-in-time recovery)."; \
+	echo "  Remove it once you no longer need it: aws dynamodb delete-table --region $$region --table-name $${table:-TABLE}"; \
+	echo "Kept: the Klarna credentials secret (not the stack's): aws secretsmanager delete-secret --region $$region --secret-id ARN"
 
 clean: ## Remove virtualenvs, node_modules, build output and caches
 	rm -rf $(VENV) $(TOOLS) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -51,6 +51,7 @@ class StackOptions:
     account: str = "123456789012"  # moto's default account
     pump_poll_interval: float = 0.25
     pump_retry_delay: float = 0.2
+    pump_max_retry_delay: float = 5.0  # the retries' delay doubles up to this
 
     def arn(self, service: str, resource: str) -> str:
         """An ARN in the stack's region and account."""

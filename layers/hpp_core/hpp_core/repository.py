@@ -410,14 +410,18 @@ class SessionRepository:
     def get_item(self, session_id: str, *, consistent: bool = True) -> dict[str, Any] | None:
         """The row exactly as stored, every attribute included: for tests and tools that check the
         table's contract. The core reads `get_session`."""
+        item = self._stored_item(session_id, consistent=consistent)
+        return _plain(item) if item else None
+
+    def _stored_item(self, session_id: str, *, consistent: bool = True) -> Mapping[str, Any] | None:
+        """The row as GetItem returns it (DynamoDB's typed attributes), or None."""
         response = _dynamodb(
             self.client.get_item,
             TableName=self.table_name,
             Key=to_item({"session_id": session_id}),
             ConsistentRead=consistent,
         )
-        item = response.get("Item")
-        return _plain(item) if item else None
+        return response.get("Item")
 
     def get_session(self, session_id: str) -> TrackedSession | None:
         """The session as stored (a consistent read), or None when it is not tracked."""
@@ -429,13 +433,7 @@ class SessionRepository:
     def due_session(self, session_id: str) -> DueSession | None:
         """The session as the due index shows it, read from its row (consistently); None when it is not
         tracked or not in the index (final, or no longer polled)."""
-        response = _dynamodb(
-            self.client.get_item,
-            TableName=self.table_name,
-            Key=to_item({"session_id": session_id}),
-            ConsistentRead=True,
-        )
-        item = response.get("Item")
+        item = self._stored_item(session_id)
         return _due_session(item) if item and POLL_SHARD in item else None
 
     def sessions_recorded_between(self, start: datetime, end: datetime) -> Iterator[TrackedSession]:
