@@ -146,7 +146,7 @@ class Reconciled:
     error: str | None = None
 
     def line(self) -> str:
-        moved = f"{self.before} -> {self.after}" if self.before != self.after else f"{self.after}"
+        moved = f"{self.before} -> {self.after}" if self.before != self.after else (self.after or "-")
         return f"{self.session_id}  {self.outcome:<13} {moved}" + (f"  ({self.error})" if self.error else "")
 
 
