@@ -1,8 +1,9 @@
 """What to do with one Klarna status callback: the domain logic behind `POST /callbacks/hpp`.
 
 The normal path is one conditional write that also checks the URL's secret. Everything else (unknown
-session, empty body, session tracked without a secret) is settled by asking Klarna, never by trusting the
-body: an unsigned request can only ever make the tracker *read* the truth.
+session, a body without a session, session tracked without a secret) is settled by asking Klarna (at the
+session's own `session_url` when the tracker has it), never by trusting the body: an unsigned request can
+only ever make the tracker *read* the truth.
 """
 
 from collections.abc import Mapping
@@ -60,7 +61,9 @@ def handle_callback(
     # No body to record, or no secret to fold into the write: decide from the stored session.
     stored = store.get_session(request.session_id)
     _check_secret_on_file(stored, request.presented_hash)
-    return _confirm_with_klarna(request.session_id, store, klarna, known=stored is not None)
+    return _confirm_with_klarna(
+        request.session_id, store, klarna, known=stored is not None, url=_session_url(stored)
+    )
 
 
 def parse_callback_request(query: Mapping[str, str], body: bytes | str | None) -> CallbackRequest:
@@ -96,9 +99,12 @@ def _presented_secret_hash(query: Mapping[str, str]) -> str | None:
 
 
 def parse_callback_body(body: bytes | str | None) -> CallbackBody | None:
-    """The callback body, or None when it is empty or not JSON (the caller then asks Klarna).
+    """The callback body, or None when it carries no session to record: empty, not JSON, or a JSON
+    object without `session` (`{}`, as a related HPP product sends its retries). The caller then asks
+    Klarna: a 4xx might end Klarna's retries of the event.
 
-    JSON that is not a valid callback is a malformed request (400), whatever the Content-Type said.
+    JSON that is not a valid callback (not an object, a `session` with wrong types) is a malformed
+    request (400), whatever the Content-Type said.
     """
     raw = body_bytes(body, what="callback body")
     if not raw.strip():
@@ -106,6 +112,8 @@ def parse_callback_body(body: bytes | str | None) -> CallbackBody | None:
     try:
         payload = json_value(raw)
     except ValueError:
+        return None
+    if isinstance(payload, dict) and payload.get("session") is None:
         return None
     return validated_object(CallbackBody, payload, what="callback body")
 
@@ -121,7 +129,14 @@ def _record_callback(
     if result.outcome is WriteOutcome.SECRET_MISMATCH:
         raise Forbidden("callback secret does not match this session")
     # Unknown, or tracked without a secret: nothing vouches for the body, so Klarna is asked.
-    return _confirm_with_klarna(session_id, store, klarna, known=result.session is not None)
+    return _confirm_with_klarna(
+        session_id, store, klarna, known=result.session is not None, url=_session_url(result.session)
+    )
+
+
+def _session_url(stored: TrackedSession | None) -> str | None:
+    """Where Klarna said the session is read (None: the documented form)."""
+    return stored.session_url if stored is not None else None
 
 
 def _check_secret_on_file(stored: TrackedSession | None, presented_hash: str | None) -> None:
@@ -135,10 +150,10 @@ def _check_secret_on_file(stored: TrackedSession | None, presented_hash: str | N
 
 
 def _confirm_with_klarna(
-    session_id: str, store: SessionStore, klarna: KlarnaReader, *, known: bool
+    session_id: str, store: SessionStore, klarna: KlarnaReader, *, known: bool, url: str | None
 ) -> CallbackResult:
     try:
-        session = klarna.read_session(session_id)
+        session = klarna.read_session(session_id, url=url)
     except KlarnaNotFound:
         if not known:
             raise NotFound("session is unknown to the tracker and to Klarna") from None
