@@ -78,12 +78,14 @@ class Functions:
         self.modules[logical_id] = module
         return module
 
-    def track(self, sid: str, *, klarna_status: str | None = "WAITING") -> None:
+    def track(
+        self, sid: str, *, klarna_status: str | None = "WAITING", session_url: str | None = None
+    ) -> None:
         """A session the tracker created (due for a poll at once), and Klarna's own copy of it."""
         self.repository.create_session(
             sid,
             expires_at=datetime.now(UTC) + timedelta(hours=40),
-            session_url=None,
+            session_url=session_url,
             callback_secret_hash=hash_callback_secret(SECRET),
         )
         if klarna_status is not None:
@@ -214,6 +216,17 @@ def callback_meets_klarna(kind: str) -> Callable[[Functions], None]:
     return scenario
 
 
+def foreign_session_url(sid: str) -> str:
+    """A stored session URL on another host than KLARNA_API_URL's: the credentials must not go there."""
+    return f"https://klarna.example.invalid/hpp/v1/sessions/{sid}"
+
+
+def callback_meets_a_foreign_session_url(fns: Functions) -> None:
+    sid = session_id()
+    fns.track(sid, session_url=foreign_session_url(sid))
+    invoke_callback(fns, callback_event(sid, None))
+
+
 def run_poller(fns: Functions) -> None:
     handler = fns.modules.get("PollerFunction") or fns.load("PollerFunction")
     handler.lambda_handler(load_event("poller/scheduled"), LambdaContext(timeout_seconds=60))
@@ -235,6 +248,12 @@ def poller_meets_klarna(kind: str) -> Callable[[Functions], None]:
             fns.klarna.remove_fault(fault)
 
     return scenario
+
+
+def poller_meets_a_foreign_session_url(fns: Functions) -> None:
+    sid = session_id()
+    fns.track(sid, session_url=foreign_session_url(sid))
+    run_poller(fns)
 
 
 def publisher_publishes(fns: Functions) -> None:
@@ -262,7 +281,9 @@ SCENARIOS: dict[str, Callable[[Functions], None]] = {
         for kind in KLARNA_FAULTS
         if kind != "rejected"
     },
+    "callback meets a foreign session URL": callback_meets_a_foreign_session_url,
     "poller finds changes": poller_finds_changes,
+    "poller meets a foreign session URL": poller_meets_a_foreign_session_url,
     **{
         f"poller meets Klarna {kind}": poller_meets_klarna(kind)
         for kind in KLARNA_FAULTS
@@ -273,8 +294,10 @@ SCENARIOS: dict[str, Callable[[Functions], None]] = {
     "PutEvents failing": publisher_meets_failing_put_events,
 }
 
-# The scenario that must move each watched metric.
+# The scenario that must move each watched metric (by name, or by name@service where services differ).
 TRIGGERED_BY = {
+    "KlarnaUrlRefused@hpp-callback": "callback meets a foreign session URL",
+    "KlarnaUrlRefused@hpp-poller": "poller meets a foreign session URL",
     "Callback_applied": "callbacks recorded",
     "Callback_duplicate": "callbacks recorded",
     "Callback_stale": "callbacks recorded",
@@ -332,8 +355,9 @@ def test_the_template_watches_metrics_of_every_function() -> None:
 def test_every_watched_metric_is_emitted_with_its_dimensions_by_its_scenario(
     metric: Metric, emitted: Callable[[str], set[Metric]]
 ) -> None:
-    assert metric.name in TRIGGERED_BY, f"{metric}: no scenario here drives it; add one"
-    scenario = TRIGGERED_BY[metric.name]
+    by_service = f"{metric.name}@{dict(metric.dimensions).get('service')}"
+    scenario = TRIGGERED_BY.get(by_service) or TRIGGERED_BY.get(metric.name)
+    assert scenario is not None, f"{metric}: no scenario here drives it; add one"
     found = emitted(scenario)
     same_name = sorted(str(m) for m in found if m.name == metric.name)
     assert metric in found, (
@@ -344,5 +368,7 @@ def test_every_watched_metric_is_emitted_with_its_dimensions_by_its_scenario(
 def test_a_scenario_does_not_move_the_metrics_of_the_others(emitted: Callable[[str], set[Metric]]) -> None:
     """The scenarios are specific: a healthy run of callbacks raises no failure metric."""
     healthy = {metric.name for metric in emitted("callbacks recorded")}
-    failures = {name for name in TRIGGERED_BY if name.startswith(("Error_", "Unknown"))}
+    failures = {
+        name.split("@")[0] for name in TRIGGERED_BY if name.startswith(("Error_", "Unknown", "KlarnaUrl"))
+    }
     assert healthy.isdisjoint(failures), healthy & failures

@@ -50,6 +50,8 @@ class TrackerEnvironment:
     dynamodb: Any
     table: str
     klarna: KlarnaSimulator
+    # The sessions function's idempotency records (template.yaml's IdempotencyTable).
+    idempotency_table: str
 
 
 def dynamodb_endpoint(request: pytest.FixtureRequest, moto_server: Any) -> str:
@@ -64,13 +66,20 @@ def tracker_environment(
     monkeypatch: pytest.MonkeyPatch, *, dynamodb_endpoint_url: str, moto_endpoint_url: str, service: str
 ) -> Iterator[TrackerEnvironment]:
     """A fresh table (as template.yaml defines it) and a simulated Klarna, with the environment variables a
-    function reads pointing at them; the table is deleted afterwards."""
+    function reads pointing at them; the table is deleted afterwards. The sessions function also gets
+    its idempotency table."""
     client = boto3.client("dynamodb", endpoint_url=dynamodb_endpoint_url)
-    table = f"sessions-{uuid.uuid4().hex[:12]}"
-    create_table(client, "SessionsTable", table)
+    suffix = uuid.uuid4().hex[:12]
+    table, idempotency_table = f"sessions-{suffix}", f"idempotency-{suffix}"
+    tables = {"SessionsTable": table}
+    if service == "hpp-sessions":
+        tables["IdempotencyTable"] = idempotency_table
+    for logical_id, name in tables.items():
+        create_table(client, logical_id, name)
     with simulated_klarna() as klarna:
         environment = {
             "TABLE_NAME": table,
+            "IDEMPOTENCY_TABLE_NAME": idempotency_table,
             "KLARNA_API_URL": klarna.url,
             "KLARNA_CREDENTIALS_SECRET_ARN": klarna_credentials_secret(moto_endpoint_url, klarna),
             "AWS_ENDPOINT_URL": moto_endpoint_url,
@@ -79,5 +88,6 @@ def tracker_environment(
         }
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
-        yield TrackerEnvironment(client, table, klarna)
-    client.delete_table(TableName=table)
+        yield TrackerEnvironment(client, table, klarna, idempotency_table)
+    for name in tables.values():
+        client.delete_table(TableName=name)

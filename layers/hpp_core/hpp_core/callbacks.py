@@ -1,8 +1,9 @@
 """What to do with one Klarna status callback: the domain logic behind `POST /callbacks/hpp`.
 
 The normal path is one conditional write that also checks the URL's secret. Everything else (unknown
-session, empty body, session tracked without a secret) is settled by asking Klarna, never by trusting the
-body: an unsigned request can only ever make the tracker *read* the truth.
+session, a body without a session, session tracked without a secret) is settled by asking Klarna (at the
+session's own `session_url` when the tracker has it), never by trusting the body: an unsigned request can
+only ever make the tracker *read* the truth.
 
 A Klarna read made to confirm a session the table does not have is announced first
 (`on_unknown_session_read`): such reads are what forged callbacks can make the tracker spend, so the
@@ -73,7 +74,12 @@ def handle_callback(
     stored = store.get_session(request.session_id)
     _check_secret_on_file(stored, request.presented_hash)
     return _confirm_with_klarna(
-        request.session_id, store, klarna, known=stored is not None, on_unknown=on_unknown_session_read
+        request.session_id,
+        store,
+        klarna,
+        known=stored is not None,
+        url=_session_url(stored),
+        on_unknown=on_unknown_session_read,
     )
 
 
@@ -110,9 +116,12 @@ def _presented_secret_hash(query: Mapping[str, str]) -> str | None:
 
 
 def parse_callback_body(body: bytes | str | None) -> CallbackBody | None:
-    """The callback body, or None when it is empty or not JSON (the caller then asks Klarna).
+    """The callback body, or None when it carries no session to record: empty, not JSON, or a JSON
+    object without `session` (`{}`, as a related HPP product sends its retries). The caller then asks
+    Klarna: a 4xx might end Klarna's retries of the event.
 
-    JSON that is not a valid callback is a malformed request (400), whatever the Content-Type said.
+    JSON that is not a valid callback (not an object, a `session` with wrong types) is a malformed
+    request (400), whatever the Content-Type said.
     """
     raw = body_bytes(body, what="callback body")
     if not raw.strip():
@@ -120,6 +129,8 @@ def parse_callback_body(body: bytes | str | None) -> CallbackBody | None:
     try:
         payload = json_value(raw)
     except ValueError:
+        return None
+    if isinstance(payload, dict) and payload.get("session") is None:
         return None
     return validated_object(CallbackBody, payload, what="callback body")
 
@@ -141,8 +152,18 @@ def _record_callback(
         raise Forbidden("callback secret does not match this session")
     # Unknown, or tracked without a secret: nothing vouches for the body, so Klarna is asked.
     return _confirm_with_klarna(
-        session_id, store, klarna, known=result.session is not None, on_unknown=on_unknown_session_read
+        session_id,
+        store,
+        klarna,
+        known=result.session is not None,
+        url=_session_url(result.session),
+        on_unknown=on_unknown_session_read,
     )
+
+
+def _session_url(stored: TrackedSession | None) -> str | None:
+    """Where Klarna said the session is read (None: the documented form)."""
+    return stored.session_url if stored is not None else None
 
 
 def _check_secret_on_file(stored: TrackedSession | None, presented_hash: str | None) -> None:
@@ -161,12 +182,13 @@ def _confirm_with_klarna(
     klarna: KlarnaReader,
     *,
     known: bool,
+    url: str | None,
     on_unknown: Callable[[], None],
 ) -> CallbackResult:
     if not known:
         on_unknown()
     try:
-        session = klarna.read_session(session_id)
+        session = klarna.read_session(session_id, url=url)
     except KlarnaNotFound:
         if not known:
             raise NotFound("session is unknown to the tracker and to Klarna") from None

@@ -16,6 +16,8 @@ from hpp_core.settings import KlarnaSettings, StateSettings, TableSettings
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+    from hpp_core.idempotency import IdempotentCreates
+
 # Tight timeouts and few attempts: a callback has 3 seconds in all, and a failed write must become a 5xx
 # (Klarna retries) rather than a hung request.
 _DYNAMODB_CONFIG = Config(
@@ -61,3 +63,10 @@ def klarna_client(settings: KlarnaSettings) -> KlarnaClient:
         ),
         timeout_seconds=settings.klarna_timeout_seconds,
     )
+
+
+def idempotent_creates(table_name: str) -> "IdempotentCreates":
+    """Idempotent creates on `table_name`; Powertools' idempotency is imported here, on first use only."""
+    from hpp_core.idempotency import IdempotentCreates  # noqa: PLC0415 - kept off the cold start
+
+    return IdempotentCreates(table_name, dynamodb_client())
