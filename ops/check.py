@@ -5,7 +5,9 @@
   401/403;
 - `callback-route`: the public callback route answers and refuses a forged callback (a made-up session
   with a made-up secret: 403 or 404, never 2xx). It costs the tracker one Klarna read (counted in
-  `UnknownSessionReads`);
+  `UnknownSessionReads`). While Klarna refuses the tracker's credentials, the callback cannot settle an
+  unknown session and answers 502 `klarna_credentials_refused` once its cached copy of the secret
+  (`CREDENTIALS_CACHE_SECONDS`) has expired: the part fails and says so;
 - `sessions-table`, `due-index`, `stream`, `state-table`, `event-bus`, `archive`: they exist and are
   active (the stream is the one the stack's outputs name, with both images);
 - `poller`: the poller reported a run (its `PollSessionsDue` metric) within the last minutes;
@@ -32,6 +34,15 @@ from ops.target import Target, TargetError
 
 DUE_INDEX = "due-index"
 _HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=10))
+
+
+def _error_code(body: bytes) -> str:
+    """` (code)` from the tracker's error body, so a 502 says which dependency refused."""
+    try:
+        code = json.loads(body).get("error", {}).get("code")
+    except (ValueError, AttributeError):
+        return ""
+    return f" ({code})" if isinstance(code, str) else ""
 
 
 @dataclass(frozen=True)
@@ -126,7 +137,9 @@ class Check:
             return f"reachable; refused a forged callback ({answer.status})"
         if 200 <= answer.status < 300:  # noqa: PLR2004
             raise _Failed(f"ACCEPTED a forged callback ({answer.status})")
-        raise _Failed(f"answered {answer.status} to a forged callback (expected 403 or 404)")
+        raise _Failed(
+            f"answered {answer.status}{_error_code(answer.data)} to a forged callback (expected 403 or 404)"
+        )
 
     # -- storage, the bus, the archive --------------------------------------------------------------
 
