@@ -7,20 +7,20 @@ answers in hpp_core.http; nothing here logs the query string (it holds the secre
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from hpp_core.callbacks import handle_callback
 from hpp_core.dependencies import klarna_client, session_repository
-from hpp_core.http import install_error_handlers, json_response
+from hpp_core.http import StrictRestResolver, install_error_handlers, json_response
 from hpp_core.settings import get_settings
 
 settings = get_settings()
 logger = Logger()
 metrics = Metrics()
-app = APIGatewayRestResolver()
+app = StrictRestResolver()
 install_error_handlers(app, logger, metrics)
 repository = session_repository(settings)
 klarna = klarna_client(settings)
@@ -34,7 +34,8 @@ def receive_callback() -> Response[Any]:
     logger.append_keys(session_id=str(query.get("session_id", ""))[:128] or None)
     result = handle_callback(
         query,
-        event.decoded_body,
+        event.body,
+        base64_encoded=bool(event.is_base64_encoded),
         store=repository,
         klarna=klarna,
     )

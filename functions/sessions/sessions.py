@@ -9,13 +9,13 @@ from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from hpp_core.dependencies import klarna_client, session_repository
-from hpp_core.http import install_error_handlers, json_response
+from hpp_core.http import StrictRestResolver, install_error_handlers, json_response
 from hpp_core.klarna import KlarnaError, RetryPolicy
 from hpp_core.sessions import (
     SessionsSettings,
@@ -36,7 +36,7 @@ MIN_KLARNA_TIMEOUT_SECONDS = 0.2
 settings = load_settings(SessionsSettings)
 logger = Logger()
 metrics = Metrics()
-app = APIGatewayRestResolver()
+app = StrictRestResolver()
 install_error_handlers(app, logger, metrics)
 repository = session_repository(settings)
 klarna = klarna_client(settings)

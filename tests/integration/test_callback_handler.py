@@ -286,3 +286,56 @@ def test_route_other_than_the_callback_is_404(stack: Stack) -> None:
     event["path"] = event["resource"] = "/callbacks/other"
     status, _ = stack.invoke(event)
     assert status == 404
+
+
+# -- the findings of issue 13 (hostile input must never be a 5xx) -------------------------------------
+
+
+def test_deeply_nested_json_is_unparsable_so_klarna_is_asked_never_a_500(stack: Stack) -> None:
+    stack.track()
+    stack.klarna.add_session(SID, status="BACK", updated_at="2019-05-13T14:53:30.000Z")
+    event = load_event("callback/in_progress")
+    event["body"] = "[" * 30_000 + "]" * 30_000
+    status, body = stack.invoke(event)
+    assert (status, body["source"]) == (200, "klarna_read")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("updated_at", "0001-01-01T00:00:00+01:00"), ("expires_at", "9999-12-31T23:59:59-01:00")],
+)
+def test_a_date_whose_utc_form_overflows_is_a_400_naming_the_field(
+    stack: Stack, field: str, value: str
+) -> None:
+    stack.track()
+    before = stack.row()
+    session = {"session_id": SID, "status": "IN_PROGRESS", "updated_at": "2019-05-13T14:52:10.120Z"}
+    status, body = stack.invoke(
+        with_json_body(load_event("callback/in_progress"), {"session": {**session, field: value}})
+    )
+    assert (status, body["error"]["code"]) == (400, "bad_request")
+    assert any(detail.startswith(f"session.{field}: ") for detail in body["error"]["details"])
+    assert stack.row() == before
+    assert stack.klarna.requests == []
+
+
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", " ", "\x00"])
+def test_a_session_id_with_a_trailing_newline_is_a_400_and_reads_nothing(stack: Stack, suffix: str) -> None:
+    event = load_event("callback/empty_body")
+    event["queryStringParameters"]["session_id"] = SID + suffix
+    event["multiValueQueryStringParameters"]["session_id"] = [SID + suffix]
+    stack.klarna.add_session(SID, status="BACK")
+    status, body = stack.invoke(event)
+    assert (status, body["error"]["code"]) == (400, "bad_request")
+    assert stack.klarna.requests == []
+    assert stack.row() is None
+
+
+def test_a_callback_path_with_a_trailing_newline_is_no_route(stack: Stack) -> None:
+    stack.track()
+    before = stack.row()
+    event = load_event("callback/in_progress")
+    event["path"] = "/callbacks/hpp\n"
+    status, _ = stack.invoke(event)
+    assert status == 404
+    assert stack.row() == before

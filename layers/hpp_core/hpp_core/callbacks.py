@@ -53,8 +53,9 @@ def handle_callback(
     *,
     store: SessionStore,
     klarna: KlarnaReader,
+    base64_encoded: bool = False,
 ) -> CallbackResult:
-    request = parse_callback_request(query or {}, body)
+    request = parse_callback_request(query or {}, body, base64_encoded=base64_encoded)
     if request.callback is not None and request.presented_hash is not None:
         return _record_callback(request.session_id, request.callback, request.presented_hash, store, klarna)
     # No body to record, or no secret to fold into the write: decide from the stored session.
@@ -63,11 +64,13 @@ def handle_callback(
     return _confirm_with_klarna(request.session_id, store, klarna, known=stored is not None)
 
 
-def parse_callback_request(query: Mapping[str, str], body: bytes | str | None) -> CallbackRequest:
+def parse_callback_request(
+    query: Mapping[str, str], body: bytes | str | None, *, base64_encoded: bool = False
+) -> CallbackRequest:
     """The URL's session id and secret and the body, checked (400 for anything malformed)."""
     session_id = _session_id_from(query)
     presented_hash = _presented_secret_hash(query)
-    callback = parse_callback_body(body)
+    callback = parse_callback_body(body, base64_encoded=base64_encoded)
     if callback is not None and callback.session.session_id != session_id:
         raise BadRequest("body session.session_id differs from the URL's session_id")
     if callback is not None and callback.session.lacks_completion_details:
@@ -95,12 +98,13 @@ def _presented_secret_hash(query: Mapping[str, str]) -> str | None:
     return hash_callback_secret(secret)
 
 
-def parse_callback_body(body: bytes | str | None) -> CallbackBody | None:
+def parse_callback_body(body: bytes | str | None, *, base64_encoded: bool = False) -> CallbackBody | None:
     """The callback body, or None when it is empty or not JSON (the caller then asks Klarna).
 
     JSON that is not a valid callback is a malformed request (400), whatever the Content-Type said.
+    Not JSON includes what the strict reader refuses (`NaN`, a lone surrogate, too deep, 1e400).
     """
-    raw = body_bytes(body, what="callback body")
+    raw = body_bytes(body, what="callback body", base64_encoded=base64_encoded)
     if not raw.strip():
         return None
     try:

@@ -199,8 +199,8 @@ def parse_create_request(body: str | None, *, base64_encoded: bool = False) -> C
         raise BadRequest("request body is required: Klarna's create-session JSON")
     try:
         payload = json_value(raw)
-    except ValueError:
-        raise BadRequest("request body is not valid JSON") from None
+    except ValueError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
     return validated_object(CreateSessionRequest, payload, what=_REQUEST_BODY)
 
 
