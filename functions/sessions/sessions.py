@@ -29,8 +29,10 @@ from hpp_core.sessions import (
 )
 from hpp_core.settings import load_settings
 
-# Kept free after the last Klarna call for the DynamoDB write and the answer.
-RESERVED_SECONDS = 2.0
+# Kept free after the last Klarna call for the DynamoDB write and the answer: with the default AWS call
+# budget (settings.AwsCallSettings) one call takes at most 2 x (0.3 + 0.6) s, plus 1 s of backoff if
+# DynamoDB throttles.
+RESERVED_SECONDS = 3.0
 MIN_KLARNA_TIMEOUT_SECONDS = 0.2
 
 settings = load_settings(SessionsSettings)

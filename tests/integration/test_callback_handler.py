@@ -2,6 +2,7 @@
 simulator over real HTTP on 127.0.0.1 and the credentials in (moto's) Secrets Manager."""
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,10 +12,13 @@ from typing import Any
 import pytest
 
 from hpp_core.callback_secrets import hash_callback_secret
+from hpp_core.callbacks import ANSWER_WITHIN_SECONDS
 from hpp_core.repository import SECRET_HASH, SessionRepository
 from local.klarna_simulator import KlarnaSimulator
+from local.template import Template
 from tests.support.functions import dynamodb_endpoint, import_function, tracker_environment
 from tests.support.lambda_runtime import LambdaContext, load_event, with_json_body
+from tests.support.stalled_server import stalled_server
 
 SID = "39a1c773-bafd-754d-af1f-b30c592f1267"
 SAMPLE_SECRET = "sample-secret-not-real-8a3f2c91d4e7b6a5"  # the secret in events/callback/*.json
@@ -279,6 +283,49 @@ def test_dynamodb_unavailable_is_503_so_klarna_retries(stack: Stack, monkeypatch
     status, body = stack.invoke(load_event("callback/in_progress"))
     assert status == 503
     assert body["error"]["code"] == "storage_unavailable"
+
+
+def callback_call_budget() -> dict[str, str]:
+    """The AWS call budget template.yaml gives the callback function (AWS_CALL_*)."""
+    variables = Template.load().function("CallbackFunction").properties["Environment"]["Variables"]
+    budget = {name: str(value) for name, value in variables.items() if name.startswith("AWS_CALL_")}
+    assert len(budget) == 3, budget
+    return budget
+
+
+@pytest.mark.parametrize(
+    ("stalled", "sample", "expected"),
+    [
+        ("dynamodb", "in_progress", (503, "storage_unavailable")),
+        ("dynamodb", "empty_body", (503, "storage_unavailable")),
+        ("secrets_manager", "completed_authorization_token", (502, "bad_gateway")),
+        ("klarna", "completed_authorization_token", (504, "klarna_timeout")),
+    ],
+)
+def test_a_stalled_dependency_is_answered_with_its_error_within_klarnas_3_seconds(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, stalled: str, sample: str, expected: tuple[int, str]
+) -> None:
+    # The session is tracked for the DynamoDB cases; for the others it is unknown, so Klarna is read
+    # (the credentials from Secrets Manager first) on a cold start: the longest path.
+    if stalled == "dynamodb":
+        stack.track()
+    for name, value in callback_call_budget().items():  # the deployed numbers, not the test defaults
+        monkeypatch.setenv(name, value)
+    with stalled_server() as url:
+        if stalled == "klarna":
+            stack.klarna.add_session(SID, status="COMPLETED", authorization_token=SAMPLE_TOKEN)
+            stack.klarna.fail_next("GET", "/hpp/v1/sessions", status=None, delay=3.5)
+        else:
+            monkeypatch.setenv(f"AWS_ENDPOINT_URL_{stalled.upper()}", url)
+        stack.handler = import_function("callback")
+        started = time.monotonic()
+        status, body = stack.invoke(load_event(f"callback/{sample}"))
+        answered_after = time.monotonic() - started
+    assert (status, body["error"]["code"]) == expected
+    # The contract (Klarna waits 3 s), not a benchmark: the budgets make it 0.3 s to 1.7 s.
+    assert answered_after < ANSWER_WITHIN_SECONDS
+    row = stack.row()
+    assert row is None or row["status"] == "WAITING", "nothing recorded"
 
 
 def test_route_other_than_the_callback_is_404(stack: Stack) -> None:

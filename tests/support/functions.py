@@ -50,6 +50,8 @@ class TrackerEnvironment:
     dynamodb: Any
     table: str
     klarna: KlarnaSimulator
+    # The state table (template.yaml's StateTable): counters and caches that are no session.
+    state_table: str
 
 
 def dynamodb_endpoint(request: pytest.FixtureRequest, moto_server: Any) -> str:
@@ -63,14 +65,17 @@ def dynamodb_endpoint(request: pytest.FixtureRequest, moto_server: Any) -> str:
 def tracker_environment(
     monkeypatch: pytest.MonkeyPatch, *, dynamodb_endpoint_url: str, moto_endpoint_url: str, service: str
 ) -> Iterator[TrackerEnvironment]:
-    """A fresh table (as template.yaml defines it) and a simulated Klarna, with the environment variables a
-    function reads pointing at them; the table is deleted afterwards."""
+    """Fresh tables (as template.yaml defines them) and a simulated Klarna, with the environment variables a
+    function reads pointing at them; the tables are deleted afterwards."""
     client = boto3.client("dynamodb", endpoint_url=dynamodb_endpoint_url)
     table = f"sessions-{uuid.uuid4().hex[:12]}"
+    state_table = f"state-{uuid.uuid4().hex[:12]}"
     create_table(client, "SessionsTable", table)
+    create_table(client, "StateTable", state_table)
     with simulated_klarna() as klarna:
         environment = {
             "TABLE_NAME": table,
+            "STATE_TABLE_NAME": state_table,
             "KLARNA_API_URL": klarna.url,
             "KLARNA_CREDENTIALS_SECRET_ARN": klarna_credentials_secret(moto_endpoint_url, klarna),
             "AWS_ENDPOINT_URL": moto_endpoint_url,
@@ -79,5 +84,6 @@ def tracker_environment(
         }
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
-        yield TrackerEnvironment(client, table, klarna)
+        yield TrackerEnvironment(client, table, klarna, state_table)
     client.delete_table(TableName=table)
+    client.delete_table(TableName=state_table)

@@ -1,7 +1,8 @@
 """Building the adapters from settings, once per Lambda execution environment.
 
 AWS endpoints come from the standard SDK settings (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_DYNAMODB, ...),
-so the same code talks to AWS, to DynamoDB Local and to moto.
+so the same code talks to AWS, to DynamoDB Local and to moto; how long a call may take comes from the
+function's settings (settings.AwsCallSettings).
 """
 
 from typing import TYPE_CHECKING
@@ -16,17 +17,8 @@ from hpp_core.settings import KlarnaSettings, StateSettings, TableSettings
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-# Tight timeouts and few attempts: a callback has 3 seconds in all, and a failed write must become a 5xx
-# (Klarna retries) rather than a hung request.
-_DYNAMODB_CONFIG = Config(
-    connect_timeout=1,
-    read_timeout=2,
-    retries={"mode": "standard", "total_max_attempts": 3},
-)
 
-
-def dynamodb_client(*, max_pool_connections: int | None = None) -> "DynamoDBClient":
-    config = _DYNAMODB_CONFIG
+def dynamodb_client(config: Config, *, max_pool_connections: int | None = None) -> "DynamoDBClient":
     if max_pool_connections is not None:
         # Threaded callers (the poller's workers) need a connection each, or botocore discards extras.
         config = config.merge(Config(max_pool_connections=max_pool_connections))
@@ -38,7 +30,7 @@ def session_repository(
 ) -> SessionRepository:
     return SessionRepository(
         settings.table_name,
-        dynamodb_client(max_pool_connections=max_pool_connections),
+        dynamodb_client(settings.aws_call_config(), max_pool_connections=max_pool_connections),
         poll_shards=settings.poll_shards,
         first_poll_delay_seconds=settings.first_poll_delay_seconds,
         retention_days=settings.session_retention_days,
@@ -46,14 +38,17 @@ def session_repository(
 
 
 def state_repository(settings: StateSettings) -> StateRepository:
-    return StateRepository(settings.state_table_name, dynamodb_client())
+    return StateRepository(settings.state_table_name, dynamodb_client(settings.aws_call_config()))
 
 
 def klarna_client(settings: KlarnaSettings) -> KlarnaClient:
+    """Klarna, with the credentials read from Secrets Manager within the settings' AWS call budget."""
     return KlarnaClient(
         settings.klarna_base_url,
         secrets_manager_credentials(
-            settings.klarna_credentials_secret_arn, max_age_seconds=settings.credentials_cache_seconds
+            settings.klarna_credentials_secret_arn,
+            max_age_seconds=settings.credentials_cache_seconds,
+            boto_config=settings.aws_call_config(),
         ),
         timeout_seconds=settings.klarna_timeout_seconds,
     )

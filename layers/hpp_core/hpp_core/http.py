@@ -67,7 +67,7 @@ def error_response(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]]
         cause = exc.__cause__
         klarna_details = _klarna_details(cause) if isinstance(cause, KlarnaError) else None
         body = error_body(exc.code, exc.message, exc.details, **exc.response_fields(), klarna=klarna_details)
-        return exc.status_code, body, {}
+        return exc.status_code, body, exc.response_headers()
     if isinstance(exc, KlarnaError):
         status, code = next(
             ((s, c) for kind, s, c in _KLARNA_STATUS if isinstance(exc, kind)), (502, "klarna_unavailable")
