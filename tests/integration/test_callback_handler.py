@@ -3,6 +3,7 @@ simulator over real HTTP on 127.0.0.1 and the credentials in (moto's) Secrets Ma
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ import pytest
 from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.callbacks import ANSWER_WITHIN_SECONDS
 from hpp_core.repository import SECRET_HASH, SessionRepository
+from hpp_core.timestamps import utc_now
 from local.klarna_simulator import KlarnaSimulator
 from local.template import Template
 from tests.support.functions import dynamodb_endpoint, import_function, tracker_environment
@@ -386,3 +388,66 @@ def test_a_callback_path_with_a_trailing_newline_is_no_route(stack: Stack) -> No
     status, _ = stack.invoke(event)
     assert status == 404
     assert stack.row() == before
+
+
+# -- the unknown-session budget, through the handler -------------------------------------------------
+
+
+def forged_callback(session_id: str) -> dict[str, Any]:
+    """A callback anyone could send: an id the tracker does not have, a secret of the sender's own."""
+    event = load_event("callback/completed_authorization_token")
+    query = {"session_id": session_id, "secret": "a-guess"}
+    event["queryStringParameters"] = query
+    event["multiValueQueryStringParameters"] = {name: [value] for name, value in query.items()}
+    body = json.loads(event["body"])
+    body["session"]["session_id"] = session_id
+    event["body"] = json.dumps(body)
+    return event
+
+
+def emitted_metrics(output: str) -> dict[str, float]:
+    """Sums of the metrics in the EMF lines a run printed."""
+    totals: dict[str, float] = {}
+    for line in output.splitlines():
+        if not line.startswith('{"_aws"'):
+            continue
+        record = json.loads(line)
+        for metric in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+            totals[metric["Name"]] = totals.get(metric["Name"], 0) + sum(record[metric["Name"]])
+    return totals
+
+
+def test_forged_callbacks_cost_at_most_the_budgets_klarna_reads_and_a_genuine_one_still_gets_through(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    budget = 4
+    monkeypatch.setenv("UNKNOWN_SESSION_READS_PER_MINUTE", str(budget))
+    stack.handler = import_function("callback")
+    capfd.readouterr()
+    minutes = {utc_now().replace(second=0, microsecond=0)}
+    answers = []
+    for _ in range(budget - 1):
+        answers.append(stack.handler.lambda_handler(forged_callback(str(uuid.uuid4())), LambdaContext()))
+    stack.klarna.add_session(SID, status="COMPLETED", authorization_token=SAMPLE_TOKEN)
+    genuine = stack.invoke(load_event("callback/completed_authorization_token"))
+    for _ in range(20):
+        answers.append(stack.handler.lambda_handler(forged_callback(str(uuid.uuid4())), LambdaContext()))
+    minutes.add(utc_now().replace(second=0, microsecond=0))
+    metrics = emitted_metrics(capfd.readouterr().out)
+
+    reads = len(stack.klarna.requests_to("GET"))
+    assert reads <= budget * len(minutes), "a flood costs at most the budget's reads"
+    assert genuine[0] == 200
+    assert genuine[1]["source"] == "klarna_read"
+    row = stack.row()
+    assert row is not None
+    assert (row["status"], row["authorization_token"]) == ("COMPLETED", SAMPLE_TOKEN)
+    refused = [answer for answer in answers if answer["statusCode"] == 503]
+    assert len(refused) == len(answers) - (reads - 1), "every other forged callback was read: a 404"
+    assert {answer["statusCode"] for answer in answers} <= {404, 503}
+    for answer in refused:
+        assert json.loads(answer["body"])["error"]["code"] == "unknown_session_budget_spent"
+        (retry_after,) = answer["multiValueHeaders"]["Retry-After"]
+        assert 1 <= int(retry_after) <= 60
+    assert metrics["UnknownSessionReads"] == reads
+    assert metrics["UnknownSessionReadsRefused"] == len(refused)
