@@ -107,6 +107,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # each part logs what matters to it, readably
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # The stock error page quotes what it could not parse (an unparseable request line, a header):
+        # that may hold a callback's secret. Answer with the status's own words only.
+        super().send_error(code)
+
     def setup(self) -> None:
         super().setup()
         self.server.owner._track(self.connection)
