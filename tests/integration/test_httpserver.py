@@ -101,7 +101,12 @@ SECRET = "cb-secret-6f1d2a9e"
 )
 def test_an_unparseable_request_gets_an_error_page_that_echoes_none_of_it(request_line: str):
     seen: list[Request] = []
-    with HttpServer(lambda request: seen.append(request) or Response.text(200, "ok")) as server:
+
+    def handler(request: Request) -> Response:
+        seen.append(request)
+        return Response.text(200, "ok")
+
+    with HttpServer(handler) as server:
         answer = _raw_exchange(server.port, request_line.encode() + b"\r\nHost: x\r\n\r\n")
     # What cannot be parsed is answered as HTTP/0.9 would be: the error page alone, no status line.
     assert any(f"Error code: {code}".encode() in answer for code in (400, 414, 505)), answer

@@ -10,6 +10,7 @@ import pytest
 
 from hpp_core.callbacks import ANSWER_WITHIN_SECONDS, KLARNA_READ_ENDS_SECONDS
 from hpp_core.settings import AwsCallSettings
+from local.template import Template
 from tests.support.sam import deployed_resources, taggable_types
 
 KEY = "arn:aws:kms:eu-west-1:123456789012:key/0b7c3a52-6f0e-4d7a-9c55-0e4a1f9b2c10"
@@ -169,3 +170,15 @@ def test_the_callbacks_budget_for_aws_calls_fits_its_worst_path_into_klarnas_3_s
         variables = properties(without_key, function)["Environment"]["Variables"]
         assert not any(name.startswith("AWS_CALL_") for name in variables), function
     assert AwsCallSettings().aws_call_seconds <= 3.0
+
+
+def test_every_checkov_skip_says_why() -> None:
+    skips = [
+        (logical_id, skip)
+        for logical_id, resource in Template.load().resources.items()
+        for skip in ((resource.get("Metadata") or {}).get("checkov") or {}).get("skip", [])
+    ]
+    assert len(skips) >= 20
+    for logical_id, skip in skips:
+        assert str(skip["id"]).startswith("CKV_"), logical_id
+        assert len(str(skip.get("comment", "")).split()) >= 8, f"{logical_id} {skip['id']}: say why"
