@@ -122,10 +122,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
         finally:
             self.server.owner._untrack(self.connection)
 
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
+    def __getattr__(self, name: str) -> Any:
+        # Every method, however odd, reaches the part's handler (the stock server answers one it has no
+        # do_<METHOD> for with 501): the gateway then answers as API Gateway does, 403 for no route.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():

@@ -121,3 +121,19 @@ def test_a_malformed_header_gets_an_error_page_that_echoes_none_of_it():
         answer = _raw_exchange(server.port, f"GET / HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\n".encode())
     assert answer.startswith(b"HTTP/1.1 431 ")
     assert SECRET.encode() not in answer
+
+
+@pytest.mark.parametrize("method", ["GET", "TRACE", "BREW", "M-SEARCH", "G\x00ET"])
+def test_every_method_reaches_the_handler_none_is_a_501(method: str):
+    seen: list[str] = []
+
+    def handler(request: Request) -> Response:
+        seen.append(request.method)
+        return Response.text(404, "no route")
+
+    with HttpServer(handler) as server:
+        answer = _raw_exchange(
+            server.port, f"{method} /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
+    assert answer.startswith(b"HTTP/1.1 404 ")
+    assert seen == [method]
