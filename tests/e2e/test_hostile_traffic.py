@@ -45,6 +45,10 @@ def local_stack(**parameters: str) -> LocalStack:
             poll_interval=3600,  # the poller stays out of it
             concurrency=8,
             parameters=parameters,
+            # DynamoDB Local on a busy machine can answer slower than the callback's budget for AWS
+            # (0.3 s, one attempt; held to its numbers with a stalled server in test_callback_handler):
+            # these runs count answers and Klarna reads, not latency.
+            environment={"AWS_CALL_READ_TIMEOUT_SECONDS": "2", "AWS_CALL_ATTEMPTS": "3"},
         )
     )
 
@@ -222,8 +226,8 @@ def test_forged_callbacks_at_100_a_second_cost_at_most_the_budgets_klarna_reads(
             body=json.dumps(body).encode(),
         )
         code = json.loads(response.data).get("error", {}).get("code", "")
-        if response.status == 503:
-            assert 1 <= int(response.headers["Retry-After"]) <= 60
+        if response.status == 503 and not 1 <= int(response.headers.get("Retry-After", "0")) <= 60:
+            code += " without Retry-After"
         with lock:
             answers[response.status, code] += 1
 

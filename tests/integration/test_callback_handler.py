@@ -14,11 +14,13 @@ import pytest
 
 from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.callbacks import ANSWER_WITHIN_SECONDS
+from hpp_core.klarna import origin
 from hpp_core.repository import SECRET_HASH, SessionRepository
 from hpp_core.timestamps import utc_now
 from local.klarna_simulator import KlarnaSimulator
 from local.template import Template
 from tests.support.functions import dynamodb_endpoint, import_function, tracker_environment
+from tests.support.klarna import MOVED_SESSIONS_PATH, klarna_client, simulated_klarna
 from tests.support.lambda_runtime import LambdaContext, load_event, with_json_body
 from tests.support.stalled_server import stalled_server
 
@@ -26,6 +28,7 @@ SID = "39a1c773-bafd-754d-af1f-b30c592f1267"
 SAMPLE_SECRET = "sample-secret-not-real-8a3f2c91d4e7b6a5"  # the secret in events/callback/*.json
 SAMPLE_TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
 EXPIRES = datetime(2019, 5, 15, 13, 51, 43, 507000, tzinfo=UTC)
+KP_URL = "https://api.playground.klarna.com/payments/v1/sessions/0b1d9815-165e-42e2-8867-35bc03789e00"
 
 
 @dataclass
@@ -196,8 +199,8 @@ def test_wrong_or_missing_secret_is_403_and_changes_nothing(
     assert "not-the-secret-of-this-session" not in output
 
 
-@pytest.mark.parametrize("sample", ["empty_body", "unparsable_body"])
-def test_empty_or_unparsable_body_reads_the_session_from_klarna(stack: Stack, sample: str) -> None:
+@pytest.mark.parametrize("sample", ["empty_body", "unparsable_body", "empty_object_body", "no_session_body"])
+def test_a_body_without_a_usable_session_reads_the_session_from_klarna(stack: Stack, sample: str) -> None:
     stack.track()
     stack.klarna.add_session(SID, status="BACK", updated_at="2019-05-13T14:53:30.000Z")
     status, body = stack.invoke(load_event(f"callback/{sample}"))
@@ -335,6 +338,55 @@ def test_route_other_than_the_callback_is_404(stack: Stack) -> None:
     event["path"] = event["resource"] = "/callbacks/other"
     status, _ = stack.invoke(event)
     assert status == 404
+
+
+def created_at_klarna(stack: Stack, session_url: str | None = None) -> str:
+    """A session POST /sessions created (Klarna's URLs, the sample secret), stored with the session_url
+    Klarna returned, or with `session_url` as if Klarna had returned that."""
+    created = klarna_client(stack.klarna).create_session({"payment_session_url": KP_URL}).session
+    stack.repository.create_session(
+        created.session_id,
+        expires_at=created.expires_at,
+        session_url=session_url or created.session_url,
+        callback_secret_hash=hash_callback_secret(SAMPLE_SECRET),
+    )
+    stack.klarna.clear_requests()
+    return created.session_id
+
+
+def callback_for(session_id: str, sample: str = "empty_object_body") -> dict[str, Any]:
+    event = load_event(f"callback/{sample}")
+    event["queryStringParameters"]["session_id"] = session_id
+    event["multiValueQueryStringParameters"]["session_id"] = [session_id]
+    return event
+
+
+def test_klarna_is_read_exactly_at_the_session_url_its_create_returned(stack: Stack) -> None:
+    session_id = created_at_klarna(stack)
+    stack.klarna.act(session_id, "IN_PROGRESS", callback=False)
+    status, body = stack.invoke(callback_for(session_id))
+    assert (status, body["outcome"], body["source"]) == (200, "applied", "klarna_read")
+    (request,) = stack.klarna.requests
+    assert (request.method, request.path) == ("GET", f"{MOVED_SESSIONS_PATH}/{session_id}")
+
+
+def test_a_session_url_on_another_host_is_refused_and_nothing_is_sent_there(
+    stack: Stack, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with simulated_klarna() as elsewhere:
+        session_id = created_at_klarna(stack, f"{elsewhere.url}{MOVED_SESSIONS_PATH}/x")
+        capfd.readouterr()
+        status, body = stack.invoke(callback_for(session_id))
+        output = capfd.readouterr().out
+        assert (status, body["error"]["code"]) == (502, "klarna_url_refused"), (
+            "Klarna retries; an alarm tells why"
+        )
+        assert elsewhere.requests == [] and stack.klarna.requests == []
+        lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+        (logged,) = [line for line in lines if line.get("error_code") == "klarna_url_refused"]
+        assert logged["refused_origin"] == origin(elsewhere.url)
+        (emf,) = [line for line in lines if "_aws" in line]
+        assert emf["KlarnaUrlRefused"] == [1.0]
 
 
 # -- the findings of issue 13 (hostile input must never be a 5xx) -------------------------------------

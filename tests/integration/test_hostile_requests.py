@@ -121,7 +121,7 @@ json_values = st.recursive(
 )
 # Dates that overflow, fall outside the range, are no dates, or are older than what is stored: never
 # one that would make a genuine update of the tracked session.
-dates = st.sampled_from(
+dates: st.SearchStrategy[Any] = st.sampled_from(
     ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "1969-12-31T23:59:59Z", "3000-01-01T00:00:00Z",
      "2019-05-13T14:52:10.120Z", "yesterday", "", 1557759244, None, [], {}]
 )  # fmt: skip

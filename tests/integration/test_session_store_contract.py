@@ -15,7 +15,14 @@ import pytest
 from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.errors import Conflict
 from hpp_core.lifecycle import poll_shard
-from hpp_core.models import DueSession, StatusUpdate, TrackedSession, UpdateSource, WriteOutcome
+from hpp_core.models import (
+    ConsumerLinks,
+    DueSession,
+    StatusUpdate,
+    TrackedSession,
+    UpdateSource,
+    WriteOutcome,
+)
 from hpp_core.poller import due_sessions
 from hpp_core.repository import SessionRepository
 from hpp_core.timestamps import to_epoch_millis
@@ -246,6 +253,60 @@ def test_a_first_callback_that_beat_the_create_gets_the_secret_attached(store: S
     assert not stored(store).accepts_callback_secret(WRONG_HASH)
 
 
+LINKS = ConsumerLinks.model_validate(
+    {
+        "redirect_url": f"https://pay.klarna/{SID}",
+        "qr_code_url": f"https://pay.klarna/{SID}/qr",
+        "distribution_url": f"https://klarna/{SID}/distribution",
+        "manual_identification_check_url": f"https://klarna/{SID}/mic",
+        "distribution_module": {
+            "token": "bearer-ish",
+            "standalone_url": "https://pay.klarna/s",
+            "generation_url": "g",
+        },
+    }
+)
+
+
+def test_a_created_session_keeps_its_consumer_links_but_never_the_distribution_token(store: Store) -> None:
+    created = store.create_session(
+        SID,
+        expires_at=EXPIRES,
+        session_url=f"https://klarna/{SID}",
+        callback_secret_hash=RIGHT_HASH,
+        links=LINKS,
+    )
+    assert created == stored(store)
+    assert created.links() == LINKS
+    assert created.distribution_module is not None
+    assert created.distribution_module.model_dump() == {
+        "standalone_url": "https://pay.klarna/s",
+        "generation_url": "g",
+    }
+    assert "bearer-ish" not in stored(store).model_dump_json()
+    # Later writes keep them.
+    assert outcome(store, "IN_PROGRESS", "2019-05-13T14:52:00Z") is WriteOutcome.APPLIED
+    assert stored(store).links() == LINKS
+
+
+def test_a_first_callback_that_beat_the_create_gets_the_links_too(store: Store) -> None:
+    store.record_status(update("IN_PROGRESS", "2019-05-13T14:52:00Z"))
+    with pytest.raises(Conflict):
+        store.create_session(
+            SID,
+            expires_at=EXPIRES,
+            session_url=f"https://klarna/{SID}",
+            callback_secret_hash=RIGHT_HASH,
+            links=LINKS,
+        )
+    session = stored(store)
+    assert (session.status, session.session_url, session.links()) == (
+        "IN_PROGRESS",
+        f"https://klarna/{SID}",
+        LINKS,
+    )
+
+
 def test_the_right_secret_applies_and_stays_on_file(store: Store) -> None:
     track(store)
     assert callback(store, "IN_PROGRESS", "2019-05-13T14:52:00Z", RIGHT_HASH) is WriteOutcome.APPLIED
@@ -303,6 +364,7 @@ def test_a_created_session_is_due_after_the_first_delay(new_store: Callable[...,
         0,
     )
     assert (due.status, due.updated_at_ms, due.expires_at) == ("WAITING", 0, EXPIRES)
+    assert due.session_url == f"https://klarna/{SID}", "where the poller reads it"
 
 
 def test_the_due_query_returns_only_due_not_final_sessions_oldest_first(

@@ -19,6 +19,7 @@ from datetime import datetime
 from hpp_core.errors import Conflict
 from hpp_core.lifecycle import poll_shard, poll_shard_ids, write_outcome
 from hpp_core.models import (
+    ConsumerLinks,
     DuePage,
     DueSession,
     PageKey,
@@ -129,26 +130,28 @@ class MemorySessionStore:
         expires_at: datetime | None,
         session_url: str | None,
         callback_secret_hash: str | None,
+        links: ConsumerLinks | None = None,
     ) -> TrackedSession:
+        created = {"session_url": session_url, **dict(links.links() if links else ConsumerLinks())}
         with self._lock:
             self._fail_if_asked("create_session")
             stored = self._sessions.get(session_id)
             if stored is not None:
-                # The first callback won the race: its state stays, the secret goes on file (never replaced).
+                # The first callback won the race: its state stays, the secret goes on file (never replaced),
+                # with what the create returned where the row has nothing.
                 if callback_secret_hash is not None and not stored.has_callback_secret:
-                    attached: dict[str, str | None] = {"callback_secret_hash": callback_secret_hash}
-                    if stored.session_url is None:
-                        attached["session_url"] = session_url
+                    attached: dict[str, object] = {"callback_secret_hash": callback_secret_hash}
+                    attached |= {k: v for k, v in created.items() if getattr(stored, k) is None}
                     self._sessions[session_id] = stored.model_copy(update=attached)
                 raise Conflict(f"session {session_id} is already tracked")
             now = self._now()
             session = TrackedSession(
+                **created,
                 session_id=session_id,
                 status=Status.WAITING.value,
                 updated_at=now,
                 updated_at_ms=0,
                 expires_at=expires_at,
-                session_url=session_url,
                 last_source="sessions_api",
                 recorded_at=now,
                 callback_secret_hash=callback_secret_hash,
@@ -233,6 +236,7 @@ class MemorySessionStore:
             status=session.status,
             updated_at_ms=session.updated_at_ms,
             expires_at=session.expires_at,
+            session_url=session.session_url,
         )
 
     def _fail_if_asked(self, operation: str) -> None:

@@ -13,11 +13,12 @@ from hpp_core.errors import BadRequest, DependencyError, Forbidden, NotFound, Pa
 from hpp_core.klarna import KlarnaClient, KlarnaUnavailable
 from hpp_core.models import KlarnaSession, StatusUpdate, WriteOutcome
 from local.klarna_simulator import KlarnaSimulator
-from tests.support.klarna import klarna_reads
+from tests.support.klarna import MOVED_SESSIONS_PATH, klarna_reads
 from tests.support.memory_store import MemorySessionStore, MemoryStateStore
 
 SID = "39a1c773-bafd-754d-af1f-b30c592f1267"
 SECRET = "s3cret-value-for-tests-0000000000000"
+KP_URL = "https://api.playground.klarna.com/payments/v1/sessions/0b1d9815-165e-42e2-8867-35bc03789e00"
 
 
 def body(status: Any = "IN_PROGRESS", session_id: str = SID, **extra: Any) -> str:
@@ -160,8 +161,22 @@ def test_klarna_failure_propagates_so_the_caller_answers_5xx(
         handle(query(), body(), store=store, klarna=klarna)
 
 
-@pytest.mark.parametrize("raw", [None, "", "   \n", b"", "not json {", b"\xff\xfe\x00garbage"])
-def test_empty_or_unparsable_body_with_a_valid_secret_reads_klarna(
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        "",
+        "   \n",
+        b"",
+        "not json {",
+        b"\xff\xfe\x00garbage",
+        # JSON without a session: a related HPP product retries with `{}`, and a 4xx could end the retries.
+        "{}",
+        '{"event_id": "e1"}',
+        '{"event_id": "e1", "session": null}',
+    ],
+)
+def test_a_body_without_a_usable_session_and_a_valid_secret_reads_klarna(
     raw: str | bytes | None, simulator: KlarnaSimulator, klarna: KlarnaClient
 ) -> None:
     store = tracked()
@@ -204,7 +219,8 @@ def test_missing_secret_on_an_unknown_session_is_settled_by_klarna(
         (query(session_id="a b"), body(), "not a valid session id"),
         (query(), body(session_id="00000000-aaaa-bbbb-cccc-000000000000"), "differs"),
         (query(), "[1, 2]", "JSON object"),
-        (query(), '{"event_id": "e1"}', "invalid"),
+        (query(), '{"session": {}}', "invalid"),
+        (query(), '{"session": "IN_PROGRESS"}', "invalid"),
         (query(), body(status=5), "invalid"),
         (query(secret="x" * 1000), body(), "too long"),
     ],
@@ -257,3 +273,21 @@ def test_klarna_refusing_the_trackers_read_is_a_5xx_not_a_4xx_to_klarna(
     assert caught.value.status_code >= 500
     assert [write.outcome for write in store.writes] == [WriteOutcome.UNKNOWN_SESSION]
     assert store.get_session(SID) is None, "nothing recorded after the refused read"
+
+
+def test_klarna_is_read_at_the_session_url_its_create_returned(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    created = klarna.create_session({"payment_session_url": KP_URL}).session
+    store = MemorySessionStore()
+    store.create_session(
+        created.session_id,
+        expires_at=None,
+        session_url=created.session_url,
+        callback_secret_hash=hash_callback_secret(SECRET),
+    )
+    simulator.act(created.session_id, "IN_PROGRESS", callback=False)
+    result = handle(query(session_id=created.session_id), "{}", store=store, klarna=klarna)
+    assert (result.source, result.status) == ("klarna_read", "IN_PROGRESS")
+    (read,) = simulator.requests_to("GET")
+    assert read.path == f"{MOVED_SESSIONS_PATH}/{created.session_id}"

@@ -43,7 +43,7 @@ def test_malformed_variables_are_named_without_their_value(name: str, value: str
 @pytest.mark.parametrize(
     ("budget", "longest_call"),
     [
-        ({}, 2 * (0.3 + 0.6) + 1),  # the default: two attempts, and 1 s of backoff when throttled
+        ({}, 3 * (0.5 + 1.0) + 1 + 2),  # the default: three attempts, 1 s and 2 s of backoff when throttled
         (
             {
                 "AWS_CALL_CONNECT_TIMEOUT_SECONDS": "0.2",
@@ -52,7 +52,7 @@ def test_malformed_variables_are_named_without_their_value(name: str, value: str
             },
             0.5,
         ),
-        ({"AWS_CALL_ATTEMPTS": "3"}, 3 * 0.9 + 1 + 2),
+        ({"AWS_CALL_ATTEMPTS": "2", "AWS_CALL_READ_TIMEOUT_SECONDS": "0.6"}, 2 * (0.5 + 0.6) + 1),
     ],
 )
 def test_an_aws_call_budget_says_how_long_one_call_can_take_and_configures_botocore(
@@ -60,7 +60,7 @@ def test_an_aws_call_budget_says_how_long_one_call_can_take_and_configures_botoc
 ) -> None:
     settings = Settings.from_environment({**VALID, **budget})
     assert settings.aws_call_seconds == pytest.approx(longest_call)
-    config = settings.aws_call_config()
-    assert config.connect_timeout == settings.aws_call_connect_timeout_seconds
-    assert config.read_timeout == settings.aws_call_read_timeout_seconds
-    assert config.retries == {"mode": "standard", "total_max_attempts": settings.aws_call_attempts}
+    config = vars(settings.aws_call_config())  # botocore's Config sets its options as attributes
+    assert config["connect_timeout"] == settings.aws_call_connect_timeout_seconds
+    assert config["read_timeout"] == settings.aws_call_read_timeout_seconds
+    assert config["retries"] == {"mode": "standard", "total_max_attempts": settings.aws_call_attempts}

@@ -1,9 +1,10 @@
 """What to do with one Klarna status callback: the domain logic behind `POST /callbacks/hpp`.
 
 The normal path is one conditional write that also checks the URL's secret. Everything else (unknown
-session, empty body, session tracked without a secret) is settled by asking Klarna, never by trusting the
-body: an unsigned request can only ever make the tracker *read* the truth, and reads for sessions the
-table does not have come out of a budget shared by the whole deployment.
+session, a body without a session, session tracked without a secret) is settled by asking Klarna (at the
+session's own `session_url` when the tracker has it), never by trusting the body: an unsigned request can
+only ever make the tracker *read* the truth, and reads for sessions the table does not have come out of
+a budget shared by the whole deployment.
 """
 
 import math
@@ -152,7 +153,7 @@ def handle_callback(
     # No body to record, or no secret to fold into the write: decide from the stored session.
     stored = store.get_session(request.session_id)
     _check_secret_on_file(stored, request.presented_hash)
-    return confirm(request.session_id, known=stored is not None)
+    return confirm(request.session_id, known=stored is not None, url=_session_url(stored))
 
 
 def parse_callback_request(
@@ -190,10 +191,13 @@ def _presented_secret_hash(query: Mapping[str, str]) -> str | None:
 
 
 def parse_callback_body(body: bytes | str | None, *, base64_encoded: bool = False) -> CallbackBody | None:
-    """The callback body, or None when it is empty or not JSON (the caller then asks Klarna).
+    """The callback body, or None when it carries no session to record: empty, not JSON, or a JSON
+    object without `session` (`{}`, as a related HPP product sends its retries). The caller then asks
+    Klarna: a 4xx might end Klarna's retries of the event.
 
-    JSON that is not a valid callback is a malformed request (400), whatever the Content-Type said.
-    Not JSON includes what the strict reader refuses (`NaN`, a lone surrogate, too deep, 1e400).
+    JSON that is not a valid callback (not an object, a `session` with wrong types) is a malformed
+    request (400), whatever the Content-Type said. Not JSON includes what the strict reader refuses
+    (`NaN`, a lone surrogate, too deep, 1e400).
     """
     raw = body_bytes(body, what="callback body", base64_encoded=base64_encoded)
     if not raw.strip():
@@ -201,6 +205,8 @@ def parse_callback_body(body: bytes | str | None, *, base64_encoded: bool = Fals
     try:
         payload = json_value(raw)
     except ValueError:
+        return None
+    if isinstance(payload, dict) and payload.get("session") is None:
         return None
     return validated_object(CallbackBody, payload, what="callback body")
 
@@ -216,7 +222,12 @@ def _record_callback(
     if result.outcome is WriteOutcome.SECRET_MISMATCH:
         raise Forbidden("callback secret does not match this session")
     # Unknown, or tracked without a secret: nothing vouches for the body, so Klarna is asked.
-    return confirm(session_id, known=result.session is not None)
+    return confirm(session_id, known=result.session is not None, url=_session_url(result.session))
+
+
+def _session_url(stored: TrackedSession | None) -> str | None:
+    """Where Klarna said the session is read (None: the documented form)."""
+    return stored.session_url if stored is not None else None
 
 
 def _check_secret_on_file(stored: TrackedSession | None, presented_hash: str | None) -> None:
@@ -238,11 +249,11 @@ class _KlarnaConfirmation:
     unknown: UnknownSessionReads
     retry: RetryPolicy
 
-    def __call__(self, session_id: str, *, known: bool) -> CallbackResult:
+    def __call__(self, session_id: str, *, known: bool, url: str | None) -> CallbackResult:
         try:
             if known:
-                session = self.klarna.read_session(session_id, retry=self.retry)
-            else:  # budgeted; its NotFound (unknown here and at Klarna) is the answer
+                session = self.klarna.read_session(session_id, url=url, retry=self.retry)
+            else:  # budgeted (and read at the documented URL); its NotFound is the answer
                 session = self.unknown.read(session_id, self.klarna, self.retry)
         except KlarnaNotFound:
             # Tracked, but Klarna no longer has it (expired): nothing to record; the poller settles expiry.

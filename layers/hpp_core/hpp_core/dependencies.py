@@ -17,6 +17,8 @@ from hpp_core.settings import KlarnaSettings, StateSettings, TableSettings
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+    from hpp_core.idempotency import IdempotentCreates
+
 
 def dynamodb_client(config: Config, *, max_pool_connections: int | None = None) -> "DynamoDBClient":
     if max_pool_connections is not None:
@@ -52,3 +54,11 @@ def klarna_client(settings: KlarnaSettings) -> KlarnaClient:
         ),
         timeout_seconds=settings.klarna_timeout_seconds,
     )
+
+
+def idempotent_creates(table_name: str, calls: Config) -> "IdempotentCreates":
+    """Idempotent creates on `table_name`, its calls within `calls` (timeouts, attempts); Powertools'
+    idempotency is imported here, on first use only."""
+    from hpp_core.idempotency import IdempotentCreates  # noqa: PLC0415 - kept off the cold start
+
+    return IdempotentCreates(table_name, dynamodb_client(calls))

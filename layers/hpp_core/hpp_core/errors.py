@@ -46,6 +46,19 @@ class Conflict(TrackerError):
     code = "conflict"
 
 
+class RequestInProgress(Conflict):
+    """A create with the same Idempotency-Key is still running: retry once it has answered."""
+
+    code = "request_in_progress"
+
+
+class IdempotencyKeyReused(TrackerError):
+    """The Idempotency-Key was used before with another body: the body is not the same request."""
+
+    status_code = 422
+    code = "idempotency_key_reused"
+
+
 class PayloadTooLarge(TrackerError):
     status_code = 413
     code = "payload_too_large"

@@ -5,6 +5,7 @@ and one structured log line. Nothing here ever echoes request data, so no secret
 """
 
 import re
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -22,6 +23,7 @@ from hpp_core.klarna import (
     KlarnaRateLimited,
     KlarnaRejected,
     KlarnaTimeout,
+    KlarnaUrlRefused,
 )
 
 # Default answers for Klarna failures; an operation that knows better (a 404 that means "already gone",
@@ -33,6 +35,8 @@ _KLARNA_STATUS: list[tuple[type[KlarnaError], int, str]] = [
     (KlarnaTimeout, 504, "klarna_timeout"),
     (KlarnaAuthFailed, 502, "klarna_credentials_refused"),
     (KlarnaBadResponse, 502, "klarna_bad_response"),
+    # A URL Klarna returned for the session is not on KLARNA_API_URL: only the operator can tell why.
+    (KlarnaUrlRefused, 502, "klarna_url_refused"),
 ]
 
 
@@ -93,17 +97,27 @@ def _klarna_details(exc: KlarnaError) -> dict[str, Any]:
     return {k: v for k, v in klarna.items() if v is not None}
 
 
-def install_error_handlers(app: APIGatewayRestResolver, logger: Logger, metrics: Metrics) -> None:
-    """Register the one mapping on a Powertools resolver: one log line and one metric per failure."""
+ErrorAnswer = tuple[int, dict[str, Any], dict[str, str]]
 
-    @app.exception_handler(Exception)
-    def _handle(exc: Exception) -> Response[Any]:
+
+def install_error_handlers(
+    app: APIGatewayRestResolver, logger: Logger, metrics: Metrics
+) -> Callable[[Exception], ErrorAnswer]:
+    """Register the one mapping on a Powertools resolver: one log line and one metric per failure.
+
+    Returns the same mapping (logged and counted) for a handler that answers a failure itself, e.g. an
+    idempotent create that must remember the answer.
+    """
+
+    def answer(exc: Exception) -> ErrorAnswer:
         status, body, headers = error_response(exc)
         metrics.add_metric(name=f"Error_{body['error']['code']}", unit=MetricUnit.Count, value=1)
         fields: dict[str, Any] = {"http_status": status, "error_code": body["error"]["code"]}
         klarna_error = exc if isinstance(exc, KlarnaError) else exc.__cause__
         if isinstance(klarna_error, KlarnaError):
             fields.update(klarna_error.log_fields())
+        if isinstance(klarna_error, KlarnaUrlRefused):
+            metrics.add_metric(name="KlarnaUrlRefused", unit=MetricUnit.Count, value=1)
         if isinstance(exc, TrackerError):
             fields.update(exc.response_fields())
         if status >= HTTPStatus.INTERNAL_SERVER_ERROR and not isinstance(
@@ -113,7 +127,13 @@ def install_error_handlers(app: APIGatewayRestResolver, logger: Logger, metrics:
         else:
             log = logger.error if status >= HTTPStatus.INTERNAL_SERVER_ERROR else logger.warning
             log(body["error"]["message"], extra={**fields, "details": body["error"].get("details")})
-        return json_response(status, body, headers)
+        return status, body, headers
+
+    @app.exception_handler(Exception)
+    def _handle(exc: Exception) -> Response[Any]:
+        return json_response(*answer(exc))
+
+    return answer
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[Any]:

@@ -175,7 +175,7 @@ def poll_session(
         return SessionResult(due.session_id, PollOutcome.SUPERSEDED)  # a stale index copy
     try:
         try:
-            session = klarna.read_session(due.session_id)
+            session = klarna.read_session(due.session_id, url=due.session_url)
         except KlarnaNotFound:
             return _after_not_found(due, store, policy, to_epoch_millis(clock()))
         except KlarnaError as exc:
@@ -380,7 +380,9 @@ class _PacedKlarna:
         self._deadline = deadline
         self._slots = threading.BoundedSemaphore(concurrency)
 
-    def read_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> KlarnaSession:
+    def read_session(
+        self, session_id: str, *, url: str | None = None, retry: RetryPolicy = NO_RETRY
+    ) -> KlarnaSession:
         with self._slots:
             if self._run.stop.is_set():
                 raise _NoGrant
@@ -389,7 +391,7 @@ class _PacedKlarna:
                     # No grant before the margin: no later session would get one either.
                     self._run.halt(StopReason.TIME_BUDGET, cancel_waits=False)
                 raise _NoGrant
-            return self._klarna.read_session(session_id, retry=retry)
+            return self._klarna.read_session(session_id, url=url, retry=retry)
 
 
 def run_poll(

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from hpp_core.klarna import NO_RETRY, RetryPolicy
 from hpp_core.models import (
+    ConsumerLinks,
     DuePage,
     DueSession,
     KlarnaCreated,
@@ -48,6 +49,7 @@ class SessionCreator(Protocol):
         expires_at: datetime | None,
         session_url: str | None,
         callback_secret_hash: str | None,
+        links: ConsumerLinks | None = None,
     ) -> TrackedSession: ...
 
 
@@ -91,8 +93,13 @@ class UnknownSessionState(Protocol):
 # -- Klarna -------------------------------------------------------------------------------------------
 
 
+# A session's own calls take the URL Klarna returned for it (None: the documented form).
+
+
 class KlarnaReader(Protocol):
-    def read_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> KlarnaSession: ...
+    def read_session(
+        self, session_id: str, *, url: str | None = None, retry: RetryPolicy = NO_RETRY
+    ) -> KlarnaSession: ...
 
 
 class KlarnaCreator(Protocol):
@@ -104,4 +111,19 @@ class KlarnaCreator(Protocol):
 class KlarnaDisabler(KlarnaReader, Protocol):
     """Disable, and read the session back (Disable's 204 carries no state)."""
 
-    def disable_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> None: ...
+    def disable_session(
+        self, session_id: str, *, url: str | None = None, retry: RetryPolicy = NO_RETRY
+    ) -> None: ...
+
+
+class KlarnaDistributor(KlarnaReader, Protocol):
+    """Send the payment link, and read the session when Klarna refuses (was it disabled?)."""
+
+    def distribute_session(
+        self,
+        session_id: str,
+        body: Mapping[str, Any],
+        *,
+        url: str | None = None,
+        timeout_seconds: float | None = None,
+    ) -> None: ...

@@ -20,6 +20,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from hpp_core.errors import Conflict, StorageUnavailable
 from hpp_core.lifecycle import poll_shard, poll_shard_ids, write_outcome
 from hpp_core.models import (
+    ConsumerLinks,
     DuePage,
     DueSession,
     PageKey,
@@ -125,6 +126,7 @@ def _due_session(item: Mapping[str, Any]) -> DueSession:
         status=row.get("status"),
         updated_at_ms=row.get("updated_at_ms"),
         expires_at=parse_timestamp(expires_at) if expires_at else None,
+        session_url=row.get("session_url"),
     )
 
 
@@ -266,14 +268,17 @@ class SessionRepository:
         expires_at: datetime | None,
         session_url: str | None,
         callback_secret_hash: str | None,
+        links: ConsumerLinks | None = None,
     ) -> TrackedSession:
-        """Start tracking a session the tracker just created at Klarna, as WAITING.
+        """Start tracking a session the tracker just created at Klarna, as WAITING, with the URLs and
+        consumer links its create returned.
 
         Its `updated_at_ms` is 0: Klarna's create answer carries no `updated_at`, and the tracker's own
         clock must never make a real Klarna update look stale, so any observation from Klarna wins.
         """
         now = self._clock()
         attributes: dict[str, Any] = {
+            **_link_attributes(links),
             "session_id": session_id,
             "status": Status.WAITING.value,
             "updated_at": format_timestamp(now),
@@ -298,17 +303,20 @@ class SessionRepository:
             # The session's first callback can beat this write (settled by a Klarna read, which created
             # the row): keep that state and put the secret on file, or every later callback costs a read.
             if callback_secret_hash is not None:
-                self._attach_callback_secret(session_id, callback_secret_hash, session_url)
+                created = {"session_url": session_url, **_link_attributes(links)}
+                self._attach_callback_secret(session_id, callback_secret_hash, created)
             raise Conflict(f"session {session_id} is already tracked") from None
         return _session(row)
 
-    def _attach_callback_secret(self, session_id: str, secret_hash: str, session_url: str | None) -> None:
-        """Record a session's callback secret (and URL) on a row that has none; never replace one."""
+    def _attach_callback_secret(self, session_id: str, secret_hash: str, created: Mapping[str, Any]) -> None:
+        """Record a session's callback secret (and what its create returned: URL, consumer links) on a
+        row that has none; never replace one."""
         values: dict[str, Any] = {":secret_hash": secret_hash}
+        names = {"#secret_hash": SECRET_HASH}
         expression = "SET #secret_hash = :secret_hash"
-        if session_url is not None:
-            values[":session_url"] = session_url
-            expression += ", session_url = if_not_exists(session_url, :session_url)"
+        for index, (name, value) in enumerate(item for item in created.items() if item[1] is not None):
+            names[f"#c{index}"], values[f":c{index}"] = name, value
+            expression += f", #c{index} = if_not_exists(#c{index}, :c{index})"
         with suppress(_ConditionFailed):  # a secret on file already stays
             _dynamodb(
                 self.client.update_item,
@@ -316,7 +324,7 @@ class SessionRepository:
                 Key=to_item({"session_id": session_id}),
                 UpdateExpression=expression,
                 ConditionExpression="attribute_exists(session_id) AND attribute_not_exists(#secret_hash)",
-                ExpressionAttributeNames={"#secret_hash": SECRET_HASH},
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues=to_item(values),
             )
 
@@ -429,6 +437,14 @@ class SessionRepository:
         """The session as stored (a consistent read), or None when it is not tracked."""
         row = self.get_item(session_id)
         return _session(row) if row else None
+
+
+def _link_attributes(links: ConsumerLinks | None) -> dict[str, Any]:
+    """The consumer links as row attributes (the distribution module a map without its token)."""
+    if links is None:
+        return {}
+    attributes = links.model_dump(mode="json", exclude_none=True, include=set(ConsumerLinks.model_fields))
+    return {name: value for name, value in attributes.items() if value != {}}
 
 
 def _why_refused(

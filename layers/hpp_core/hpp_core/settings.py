@@ -35,15 +35,16 @@ class EnvironmentSettings(BaseModel):
 class AwsCallSettings(EnvironmentSettings):
     """How long one DynamoDB or Secrets Manager call may take: botocore's connect and read timeouts and
     its attempts (standard retries). The defaults suit a caller who can wait a few seconds (the sessions
-    API, the poller); the template gives the callback tighter ones, with their arithmetic."""
+    API, the poller: docs/configuration.md, "Time budgets"); the template gives the callback tighter
+    ones, with their arithmetic."""
 
     aws_call_connect_timeout_seconds: float = Field(
-        alias="AWS_CALL_CONNECT_TIMEOUT_SECONDS", default=0.3, gt=0, le=10
+        alias="AWS_CALL_CONNECT_TIMEOUT_SECONDS", default=0.5, gt=0, le=10
     )
     aws_call_read_timeout_seconds: float = Field(
-        alias="AWS_CALL_READ_TIMEOUT_SECONDS", default=0.6, gt=0, le=30
+        alias="AWS_CALL_READ_TIMEOUT_SECONDS", default=1.0, gt=0, le=30
     )
-    aws_call_attempts: int = Field(alias="AWS_CALL_ATTEMPTS", default=2, ge=1, le=5)
+    aws_call_attempts: int = Field(alias="AWS_CALL_ATTEMPTS", default=3, ge=1, le=5)
 
     @property
     def aws_call_seconds(self) -> float:
