@@ -185,26 +185,22 @@ def hostile(
 # -- the properties -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("function", "sample"), [("callback", "callback/in_progress"), ("sessions", "sessions/create")]
+)
 @EXAMPLES
 @given(body=bodies, base64_encoded=st.booleans(), query=queries(), head=headers)
-def test_any_callback_is_answered_without_a_5xx_and_changes_nothing(
-    tracker: Tracker, body: str | None, base64_encoded: bool, query: dict[str, str], head: Any
+def test_any_callback_or_create_is_answered_without_a_5xx_and_changes_nothing(
+    tracker: Tracker,
+    function: str,
+    sample: str,
+    body: str | None,
+    base64_encoded: bool,
+    query: dict[str, str],
+    head: Any,
 ) -> None:
-    event = hostile(
-        load_event("callback/in_progress"), body=body, base64_encoded=base64_encoded, query=query, head=head
-    )
-    tracker.answer(tracker.callback, event)
-
-
-@EXAMPLES
-@given(body=bodies, base64_encoded=st.booleans(), query=queries(), head=headers)
-def test_any_create_request_is_answered_without_a_5xx_and_changes_nothing(
-    tracker: Tracker, body: str | None, base64_encoded: bool, query: dict[str, str], head: Any
-) -> None:
-    event = hostile(
-        load_event("sessions/create"), body=body, base64_encoded=base64_encoded, query=query, head=head
-    )
-    tracker.answer(tracker.sessions, event)
+    event = hostile(load_event(sample), body=body, base64_encoded=base64_encoded, query=query, head=head)
+    tracker.answer(getattr(tracker, function), event)
 
 
 @EXAMPLES

@@ -2,7 +2,8 @@
 store the unit tests share and the repository on DynamoDB Local and on moto.
 
 The budget must hold across instances, so it is also raced from threads (on the memory store and on
-DynamoDB Local): exactly `limit` reads are granted however many ask at once. What the items look like (keys, TTL) is checked at the end.
+DynamoDB Local): exactly `limit` reads are granted however many ask at once. What the items look like
+(keys, TTL) is checked at the end.
 """
 
 import threading
