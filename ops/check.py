@@ -4,9 +4,10 @@
 - `klarna-credentials`: Klarna accepts them: a read of a session id that cannot exist answers 404, not
   401/403;
 - `callback-route`: the public callback route answers and refuses a forged callback (a made-up session
-  with a made-up secret: 403 or 404, never 2xx). It costs the tracker one Klarna read (counted in
-  `UnknownSessionReads`). While Klarna refuses the tracker's credentials, the callback cannot settle an
-  unknown session and answers 502 `klarna_credentials_refused` once its cached copy of the secret
+  with a made-up secret: 403 or 404, never 2xx; or 503 `unknown_session_budget_spent` while forged
+  traffic has spent this minute's unknown-session budget). It costs the tracker one read of that budget
+  and of Klarna (counted in `UnknownSessionReads`). While Klarna refuses the tracker's credentials the
+  callback answers 502 `klarna_credentials_refused` once its cached copy of the secret
   (`CREDENTIALS_CACHE_SECONDS`) has expired: the part fails and says so;
 - `sessions-table`, `due-index`, `stream`, `state-table`, `event-bus`, `archive`: they exist and are
   active (the stream is the one the stack's outputs name, with both images);
@@ -34,15 +35,6 @@ from ops.target import Target, TargetError
 
 DUE_INDEX = "due-index"
 _HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=10))
-
-
-def _error_code(body: bytes) -> str:
-    """` (code)` from the tracker's error body, so a 502 says which dependency refused."""
-    try:
-        code = json.loads(body).get("error", {}).get("code")
-    except (ValueError, AttributeError):
-        return ""
-    return f" ({code})" if isinstance(code, str) else ""
 
 
 @dataclass(frozen=True)
@@ -133,13 +125,7 @@ class Check:
             )
         except urllib3.exceptions.HTTPError as error:
             raise _Failed(f"unreachable: {type(error).__name__}") from None
-        if answer.status in (403, 404):
-            return f"reachable; refused a forged callback ({answer.status})"
-        if 200 <= answer.status < 300:  # noqa: PLR2004
-            raise _Failed(f"ACCEPTED a forged callback ({answer.status})")
-        raise _Failed(
-            f"answered {answer.status}{_error_code(answer.data)} to a forged callback (expected 403 or 404)"
-        )
+        return forged_callback_verdict(answer.status, answer.data)
 
     # -- storage, the bus, the archive --------------------------------------------------------------
 
@@ -245,3 +231,29 @@ class Check:
 
 def check(target: Target, *, poller_within: timedelta = timedelta(minutes=10)) -> Report:
     return Check(target, poller_within).run()
+
+
+def forged_callback_verdict(status: int, body: bytes) -> str:
+    """What the callback route's answer to a forged callback says of it; _Failed unless it refused."""
+    if status in (403, 404):
+        return f"reachable; refused a forged callback ({status})"
+    if 200 <= status < 300:  # noqa: PLR2004
+        raise _Failed(f"ACCEPTED a forged callback ({status})")
+    if status == 503 and _error_code(body) == "unknown_session_budget_spent":  # noqa: PLR2004
+        # The budget refusing it unread is a refusal too: forged traffic has spent this minute's reads.
+        return (
+            "reachable; refused a forged callback (503 unknown_session_budget_spent: this minute's "
+            "unknown-session reads are spent, see the runbook's unknown-session section)"
+        )
+    code = _error_code(body)
+    # A 502 klarna_credentials_refused: the callback could not settle an unknown session with Klarna.
+    said = f" {code}" if code else ""
+    raise _Failed(f"answered {status}{said} to a forged callback (expected 403 or 404)")
+
+
+def _error_code(body: bytes) -> str | None:
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return None
+    return error.get("code") if isinstance(error, dict) else None

@@ -190,6 +190,10 @@ def _schema_resource(detail_type: str) -> str:
         f"      SchemaName: {SCHEMA_NAME_PREFIX}{name}",
         "      Type: OpenApi3",
         f"      Description: The `{detail_type}` event (schemas/{SCHEMA_FILES[detail_type]}).",
+        # Every resource of the template that takes tags carries the application's (docs/configuration.md).
+        "      Tags:",
+        "        - Key: Application",
+        "          Value: hpp-tracker",
         "      Content: !Sub |",
         *(f"        {line}" for line in content.splitlines()),
     ]

@@ -11,13 +11,13 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from hpp_core.dependencies import idempotent_creates, klarna_client, session_repository
-from hpp_core.http import install_error_handlers, json_response
+from hpp_core.http import StrictRestResolver, install_error_handlers, json_response
 from hpp_core.klarna import KlarnaError, RetryPolicy
 from hpp_core.sessions import (
     IDEMPOTENCY_KEY_HEADER,
@@ -40,14 +40,16 @@ from hpp_core.settings import load_settings
 if TYPE_CHECKING:
     from hpp_core.idempotency import Answer, IdempotentCreates
 
-# Kept free after the last Klarna call for the DynamoDB write and the answer.
-RESERVED_SECONDS = 2.0
+# Kept free after the last Klarna call for the DynamoDB write and the answer: with the default AWS call
+# budget (settings.AwsCallSettings) one call takes at most 3 x (0.5 + 1.0) s and botocore's backoff
+# (25 ms between attempts; when DynamoDB throttles, 1 s and 2 s, which this does not cover).
+RESERVED_SECONDS = 5.0
 MIN_KLARNA_TIMEOUT_SECONDS = 0.2
 
 settings = load_settings(SessionsSettings)
 logger = Logger()
 metrics = Metrics()
-app = APIGatewayRestResolver()
+app = StrictRestResolver()
 answer_error = install_error_handlers(app, logger, metrics)
 repository = session_repository(settings)
 klarna = klarna_client(settings)
@@ -132,7 +134,7 @@ def _create_answer(request: CreateSessionRequest, url: str) -> "Answer":
 
 @cache
 def _idempotent_creates() -> "IdempotentCreates":
-    return idempotent_creates(settings.idempotency_table_name)
+    return idempotent_creates(settings.idempotency_table_name, settings.aws_call_config())
 
 
 def _header_values(name: str) -> list[str]:

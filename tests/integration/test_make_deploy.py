@@ -129,7 +129,12 @@ def test_delete_asks_sam_and_names_what_it_keeps(tools: Path, config: Path) -> N
         str(config),
     ]
     assert f"Kept: the sessions table {TABLE}" in result.stdout
-    assert f"aws dynamodb delete-table --region eu-west-1 --table-name {TABLE}" in result.stdout
+    unprotect = (
+        f"aws dynamodb update-table --region eu-west-1 --table-name {TABLE} --no-deletion-protection-enabled"
+    )
+    remove = f"aws dynamodb delete-table --region eu-west-1 --table-name {TABLE}"
+    assert unprotect in result.stdout, "the table's deletion protection refuses delete-table until it is off"
+    assert result.stdout.index(unprotect) < result.stdout.index(remove)
     assert "aws secretsmanager delete-secret" in result.stdout
 
 

@@ -189,8 +189,25 @@ def forged_callback(fns: Functions) -> None:
 
 
 def unknown_session_callback(fns: Functions) -> None:
-    sid = session_id()  # neither the table nor Klarna knows it
-    invoke_callback(fns, callback_event(sid, callback_body(sid, "IN_PROGRESS", "2099-01-01T00:00:00Z")))
+    """Twice for an id neither the table nor Klarna knows: one read (404), then the 404 remembered."""
+    sid = session_id()
+    event = callback_event(sid, callback_body(sid, "IN_PROGRESS", "2099-01-01T00:00:00Z"))
+    invoke_callback(fns, event, event)
+
+
+def unknown_session_budget_spent(fns: Functions) -> None:
+    """Unknown-session callbacks past a budget of one read a minute: refused (503), no read."""
+    fns.load("CallbackFunction", UNKNOWN_SESSION_READS_PER_MINUTE="1")
+    try:
+        invoke_callback(
+            fns,
+            *(
+                callback_event(sid, callback_body(sid, "IN_PROGRESS", "2099-01-01T00:00:00Z"))
+                for sid in (session_id(), session_id())
+            ),
+        )
+    finally:
+        fns.load("CallbackFunction")  # the template's budget again, for the other scenarios
 
 
 def malformed_callback(fns: Functions) -> None:
@@ -275,6 +292,7 @@ SCENARIOS: dict[str, Callable[[Functions], None]] = {
     "callbacks recorded": callbacks_recorded,
     "forged callback": forged_callback,
     "unknown-session callback": unknown_session_callback,
+    "unknown-session budget spent": unknown_session_budget_spent,
     "malformed callback": malformed_callback,
     **{
         f"callback meets Klarna {kind}": callback_meets_klarna(kind)
@@ -304,6 +322,8 @@ TRIGGERED_BY = {
     "Callback_already_final": "callbacks recorded",
     "Error_forbidden": "forged callback",
     "UnknownSessionReads": "unknown-session callback",
+    "UnknownSessionNotFoundCached": "unknown-session callback",
+    "UnknownSessionReadsRefused": "unknown-session budget spent",
     "Error_not_found": "unknown-session callback",
     "Error_bad_request": "malformed callback",
     "Error_klarna_unavailable": "callback meets Klarna unavailable",

@@ -497,6 +497,29 @@ def test_read_of_an_unknown_or_invalid_session(stack: Stack, sample: str, status
     assert stack.klarna.requests == []
 
 
+@pytest.mark.parametrize("sample", ["track", "read", "disable"])
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", "%0A"])
+def test_a_session_id_with_a_trailing_newline_is_a_400_and_acts_on_nothing(
+    stack: Stack, sample: str, suffix: str
+) -> None:
+    # The finding: the route's `$` matched before a final newline, so `DELETE /sessions/<id>%0A` (which
+    # API Gateway decodes) disabled the session <id>.
+    stack.klarna.add_session(SID, status="IN_PROGRESS")
+    stack.invoke(load_event("sessions/track"))
+    before = stack.table_contents()
+    stack.reset_counts()
+    event = load_event(f"sessions/{sample}")
+    event["path"] = f"/sessions/{SID}{suffix}"
+    event["pathParameters"] = {"session_id": f"{SID}{suffix}"}
+    status, body, _ = stack.invoke(event)
+    assert (status, body["error"]["code"]) == (400, "bad_request")
+    assert "session_id" in body["error"]["message"]
+    assert stack.klarna.requests == []
+    assert stack.dynamodb_calls == []
+    assert stack.table_contents() == before
+    assert stack.klarna.read_body(SID)["status"] == "IN_PROGRESS"
+
+
 # -- DELETE /sessions/{session_id} ------------------------------------------------------------------
 
 

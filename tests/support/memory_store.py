@@ -1,4 +1,4 @@
-"""The sessions store the unit tests share: every storage port (hpp_core.ports), in memory, with the rules.
+"""The stores the unit tests share: every storage port (hpp_core.ports), in memory, with the rules.
 
 Writes are decided by hpp_core.lifecycle's `write_outcome`, the rule the repository's condition
 expressions enforce in DynamoDB, and the due index behaves as the repository's does: creating or
@@ -278,3 +278,32 @@ def _recorded(update: StatusUpdate, stored: TrackedSession | None, now: datetime
     if stored is None:
         return TrackedSession.model_validate({"session_id": update.session_id, **changes})
     return stored.model_copy(update=changes)
+
+
+class MemoryStateStore:
+    """The state table's roles (hpp_core.ports.UnknownSessionState) in memory, with the repository's rules:
+    a per-minute counter that never passes its limit, and 404s remembered to the second (the table's TTL
+    is in epoch seconds). The contract suite (tests/integration/test_state_store_contract.py) holds it
+    to the repository's behaviour on DynamoDB Local and moto."""
+
+    def __init__(self) -> None:
+        self.reads_by_minute: dict[datetime, int] = {}
+        self._not_found_until: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take_unknown_session_read(self, minute: datetime, *, limit: int) -> bool:
+        with self._lock:
+            taken = self.reads_by_minute.get(minute, 0)
+            if taken >= limit:
+                return False
+            self.reads_by_minute[minute] = taken + 1
+            return True
+
+    def recently_not_found(self, session_id: str, *, now: datetime) -> bool:
+        with self._lock:
+            until = self._not_found_until.get(session_id)
+        return until is not None and until > to_epoch_millis(now) // 1000
+
+    def remember_not_found(self, session_id: str, *, until: datetime) -> None:
+        with self._lock:
+            self._not_found_until[session_id] = to_epoch_millis(until) // 1000

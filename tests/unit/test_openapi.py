@@ -22,6 +22,7 @@ API_FUNCTIONS = ("callback", "sessions")
 def function_module(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """Import a function module under a placeholder environment (nothing is called at import)."""
     monkeypatch.setenv("TABLE_NAME", "sessions-openapi-test")
+    monkeypatch.setenv("STATE_TABLE_NAME", "state-openapi-test")
     monkeypatch.setenv("IDEMPOTENCY_TABLE_NAME", "idempotency-openapi-test")
     monkeypatch.setenv("KLARNA_API_URL", "https://api.playground.klarna.com")
     monkeypatch.setenv(

@@ -11,13 +11,17 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from hpp_core.klarna import KlarnaClient
+from hpp_core.errors import DependencyError, UnknownSessionBudgetSpent
+from hpp_core.http import error_response
+from hpp_core.klarna import KlarnaAuthFailed, KlarnaClient
 from hpp_core.models import KlarnaSession, StatusUpdate, TrackedSession
 from hpp_core.poller import PollPolicy
 from hpp_core.publishing import COMPLETED, STATUS_CHANGED, event_id
 from hpp_core.timestamps import to_epoch_millis
 from local.klarna_simulator import KlarnaSimulator
 from local.template import load_template
+from ops.check import _Failed as CheckFailed
+from ops.check import forged_callback_verdict
 from ops.cli import build_parser, duration, moment
 from ops.redrive import FailedBatch, RecordsGone, Redrive, batch_records
 from ops.sessions import differences_between, reconcile_sessions
@@ -123,6 +127,29 @@ def test_a_ready_file_without_outputs_says_so(tmp_path: Path) -> None:
     old.write_text(json.dumps({"api_url": "http://127.0.0.1:3000/prod"}))
     with pytest.raises(TargetError, match="no outputs"):
         Target.from_ready_file(old)
+
+
+# -- check ----------------------------------------------------------------------------------------
+
+
+def answer_to(error: Exception) -> tuple[int, bytes]:
+    """The callback route's answer to `error`, as the tracker's one error mapping makes it."""
+    status, body, _ = error_response(error)
+    return status, json.dumps(body).encode()
+
+
+def test_check_takes_the_budgets_503_to_a_forged_callback_as_a_refusal_and_other_5xx_as_failures() -> None:
+    assert "refused a forged callback (404)" in forged_callback_verdict(404, b"{}")
+    spent = answer_to(UnknownSessionBudgetSpent("spent", retry_after_seconds=12))
+    assert "unknown_session_budget_spent" in forged_callback_verdict(*spent)
+    for status, body in [answer_to(DependencyError("DynamoDB is down")), (503, b"not json"), (502, b"")]:
+        with pytest.raises(CheckFailed, match=f"answered {status}"):
+            forged_callback_verdict(status, body)
+    with pytest.raises(CheckFailed, match="ACCEPTED"):
+        forged_callback_verdict(200, b"{}")
+    # Klarna refusing the credentials: the route fails and says why.
+    with pytest.raises(CheckFailed, match="answered 502 klarna_credentials_refused"):
+        forged_callback_verdict(*answer_to(KlarnaAuthFailed("Klarna answered 401")))
 
 
 # -- status ---------------------------------------------------------------------------------------

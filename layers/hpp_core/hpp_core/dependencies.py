@@ -1,7 +1,8 @@
 """Building the adapters from settings, once per Lambda execution environment.
 
 AWS endpoints come from the standard SDK settings (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_DYNAMODB, ...),
-so the same code talks to AWS, to DynamoDB Local and to moto.
+so the same code talks to AWS, to DynamoDB Local and to moto; how long a call may take comes from the
+function's settings (settings.AwsCallSettings).
 """
 
 from typing import TYPE_CHECKING
@@ -18,17 +19,8 @@ if TYPE_CHECKING:
 
     from hpp_core.idempotency import IdempotentCreates
 
-# Tight timeouts and few attempts: a callback has 3 seconds in all, and a failed write must become a 5xx
-# (Klarna retries) rather than a hung request.
-_DYNAMODB_CONFIG = Config(
-    connect_timeout=1,
-    read_timeout=2,
-    retries={"mode": "standard", "total_max_attempts": 3},
-)
 
-
-def dynamodb_client(*, max_pool_connections: int | None = None) -> "DynamoDBClient":
-    config = _DYNAMODB_CONFIG
+def dynamodb_client(config: Config, *, max_pool_connections: int | None = None) -> "DynamoDBClient":
     if max_pool_connections is not None:
         # Threaded callers (the poller's workers) need a connection each, or botocore discards extras.
         config = config.merge(Config(max_pool_connections=max_pool_connections))
@@ -44,7 +36,7 @@ def session_repository(
     """The sessions table's adapter; `client` for a caller with its own credentials (the recovery CLI)."""
     return SessionRepository(
         settings.table_name,
-        client or dynamodb_client(max_pool_connections=max_pool_connections),
+        client or dynamodb_client(settings.aws_call_config(), max_pool_connections=max_pool_connections),
         poll_shards=settings.poll_shards,
         first_poll_delay_seconds=settings.first_poll_delay_seconds,
         retention_days=settings.session_retention_days,
@@ -52,21 +44,25 @@ def session_repository(
 
 
 def state_repository(settings: StateSettings) -> StateRepository:
-    return StateRepository(settings.state_table_name, dynamodb_client())
+    return StateRepository(settings.state_table_name, dynamodb_client(settings.aws_call_config()))
 
 
 def klarna_client(settings: KlarnaSettings) -> KlarnaClient:
+    """Klarna, with the credentials read from Secrets Manager within the settings' AWS call budget."""
     return KlarnaClient(
         settings.klarna_base_url,
         secrets_manager_credentials(
-            settings.klarna_credentials_secret_arn, max_age_seconds=settings.credentials_cache_seconds
+            settings.klarna_credentials_secret_arn,
+            max_age_seconds=settings.credentials_cache_seconds,
+            boto_config=settings.aws_call_config(),
         ),
         timeout_seconds=settings.klarna_timeout_seconds,
     )
 
 
-def idempotent_creates(table_name: str) -> "IdempotentCreates":
-    """Idempotent creates on `table_name`; Powertools' idempotency is imported here, on first use only."""
+def idempotent_creates(table_name: str, calls: Config) -> "IdempotentCreates":
+    """Idempotent creates on `table_name`, its calls within `calls` (timeouts, attempts); Powertools'
+    idempotency is imported here, on first use only."""
     from hpp_core.idempotency import IdempotentCreates  # noqa: PLC0415 - kept off the cold start
 
-    return IdempotentCreates(table_name, dynamodb_client())
+    return IdempotentCreates(table_name, dynamodb_client(calls))

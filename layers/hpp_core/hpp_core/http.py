@@ -1,9 +1,10 @@
-"""Errors to HTTP, in one place, for every API function.
+"""HTTP for every API function, in one place: how routes match, and errors to answers.
 
 Each error becomes `{"error": {"code", "message", "details"?, "klarna"?}}` with the status it deserves,
 and one structured log line. Nothing here ever echoes request data, so no secret or token can leak.
 """
 
+import re
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -39,6 +40,22 @@ _KLARNA_STATUS: list[tuple[type[KlarnaError], int, str]] = [
 ]
 
 
+class StrictRestResolver(APIGatewayRestResolver):
+    """Powertools' REST resolver with every route matched in full, as API Gateway matches its resources.
+
+    Powertools ends a route's pattern with `$`, which also matches before a final newline, and lets a
+    `<param>` stop short of one: `/sessions/<id>\n` was routed as `/sessions/<id>`, so a DELETE with a
+    trailing `%0A` disabled the real session. Here a `<param>` is one whole path segment, whatever it
+    holds (as `{param}` is on API Gateway), and the pattern must reach the end of the path: the handler
+    then gets the value as sent, and refuses it (400) when it is no session id.
+    """
+
+    @staticmethod
+    def _compile_regex(rule: str, base_regex: str = "") -> re.Pattern[str]:
+        segments = re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", rule)
+        return re.compile(rf"\A{segments}/*\Z")
+
+
 def error_body(code: str, message: str, details: list[str] | None = None, **extra: Any) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if details:
@@ -54,7 +71,7 @@ def error_response(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]]
         cause = exc.__cause__
         klarna_details = _klarna_details(cause) if isinstance(cause, KlarnaError) else None
         body = error_body(exc.code, exc.message, exc.details, **exc.response_fields(), klarna=klarna_details)
-        return exc.status_code, body, {}
+        return exc.status_code, body, exc.response_headers()
     if isinstance(exc, KlarnaError):
         status, code = next(
             ((s, c) for kind, s, c in _KLARNA_STATUS if isinstance(exc, kind)), (502, "klarna_unavailable")
@@ -128,4 +145,4 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
     )
 
 
-__all__ = ["error_body", "error_response", "install_error_handlers", "json_response"]
+__all__ = ["StrictRestResolver", "error_body", "error_response", "install_error_handlers", "json_response"]

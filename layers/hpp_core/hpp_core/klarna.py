@@ -22,8 +22,9 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import urllib3
-from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
+from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hpp_core.errors import DependencyError
@@ -482,12 +483,19 @@ def parse_session(response: KlarnaResponse, *, operation: str) -> KlarnaSession:
         ) from None
 
 
-def secrets_manager_credentials(secret_arn: str, *, max_age_seconds: int) -> CredentialsProvider:
-    """Credentials from Secrets Manager through Powertools parameters (cached for `max_age_seconds`)."""
+def secrets_manager_credentials(
+    secret_arn: str, *, max_age_seconds: int, boto_config: Config | None = None
+) -> CredentialsProvider:
+    """Credentials from Secrets Manager through Powertools parameters (cached for `max_age_seconds`), its
+    client made on first use with `boto_config` (timeouts and retries)."""
+    provider: SecretsProvider | None = None
 
     def provide() -> KlarnaCredentials:
+        nonlocal provider
+        if provider is None:
+            provider = SecretsProvider(boto_config=boto_config)
         try:
-            secret = parameters.get_secret(secret_arn, transform="json", max_age=max_age_seconds)
+            secret = provider.get(secret_arn, transform="json", max_age=max_age_seconds)
         except TransformParameterError:
             raise KlarnaAuthFailed("Klarna credentials secret is not JSON") from None
         except GetParameterError:

@@ -1,9 +1,10 @@
 """What the core asks of storage and of Klarna: one narrow protocol per role, in domain models.
 
-The adapters are `repository.SessionRepository` (the sessions table) and `klarna.KlarnaClient`; the unit
-tests share an in-memory store (tests/support/memory_store.py) that implements the storage roles with
-the same rules (hpp_core.lifecycle). A function asks for exactly the roles it uses; the two pairs that
-are used together are named below them.
+The adapters are `repository.SessionRepository` (the sessions table), `repository.StateRepository` (the
+state table) and `klarna.KlarnaClient`; the unit tests share in-memory stores
+(tests/support/memory_store.py) that implement the storage roles with the same rules
+(hpp_core.lifecycle). A function asks for exactly the roles it uses; the two pairs that are used
+together are named below them.
 """
 
 from collections.abc import Iterator, Mapping
@@ -91,6 +92,20 @@ class PollStore(DueQueue, StatusRecorder, Protocol):
 class RecoveryStore(PollStore, SessionLookup, DueLookup, RecordedBetween, Protocol):
     """Everything the recovery CLI (hpp-tracker) asks of storage: the poller's roles to reconcile, and the
     reads that find the sessions to reconcile or republish."""
+
+
+# -- state that is not a session (the state table) ---------------------------------------------------
+
+
+class UnknownSessionState(Protocol):
+    """What callbacks share, across every instance, about sessions the table does not have: a budget of
+    Klarna reads per minute, and the ids Klarna recently answered 404 for."""
+
+    def take_unknown_session_read(self, minute: datetime, *, limit: int) -> bool: ...
+
+    def recently_not_found(self, session_id: str, *, now: datetime) -> bool: ...
+
+    def remember_not_found(self, session_id: str, *, until: datetime) -> None: ...
 
 
 # -- Klarna -------------------------------------------------------------------------------------------

@@ -46,6 +46,12 @@ POLL_NOT_FOUND = "poll_not_found"
 TTL_ATTRIBUTE = "expires_ttl"
 # The sparse index of not-final sessions by shard and due time (template.yaml, SessionsTable).
 DUE_INDEX = "due-index"
+# The state table's key (template.yaml, StateTable), and the prefixes of its items.
+STATE_KEY = "pk"
+UNKNOWN_SESSION_BUDGET_PREFIX = "unknown-session-budget#"
+KLARNA_NOT_FOUND_PREFIX = "klarna-404#"
+# A minute's budget item outlives its minute by this much (then TTL removes it).
+_BUDGET_KEPT_SECONDS = 3600
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -502,3 +508,53 @@ class StateRepository:
         self.table_name = table_name
         self.client = client
         self._clock = clock
+
+    # -- unknown sessions: the callback's read budget and Klarna's 404s (issue 13) ------------------
+    # `unknown-session-budget#<minute>`: `reads` taken in that UTC minute, by every instance together.
+    # `klarna-404#<session id>`: Klarna answered 404 for it; valid until its `expires_ttl` (checked here,
+    # since DynamoDB deletes expired items only eventually).
+
+    def take_unknown_session_read(self, minute: datetime, *, limit: int) -> bool:
+        """Count one read in `minute`'s budget if fewer than `limit` were counted: one conditional
+        UpdateItem, so instances racing for the last read cannot both get it. False: none left."""
+        try:
+            _dynamodb(
+                self.client.update_item,
+                TableName=self.table_name,
+                Key=to_item({STATE_KEY: f"{UNKNOWN_SESSION_BUDGET_PREFIX}{minute:%Y-%m-%dT%H:%MZ}"}),
+                UpdateExpression="SET #ttl = :ttl ADD #reads :one",
+                ConditionExpression="attribute_not_exists(#reads) OR #reads < :limit",
+                ExpressionAttributeNames={"#reads": "reads", "#ttl": TTL_ATTRIBUTE},
+                ExpressionAttributeValues=to_item(
+                    {":one": 1, ":limit": limit, ":ttl": _epoch_seconds(minute) + _BUDGET_KEPT_SECONDS}
+                ),
+            )
+        except _ConditionFailed:
+            return False
+        return True
+
+    def recently_not_found(self, session_id: str, *, now: datetime) -> bool:
+        """Klarna answered 404 for `session_id`, and that answer has not expired by `now`."""
+        response = _dynamodb(
+            self.client.get_item,
+            TableName=self.table_name,
+            Key=to_item({STATE_KEY: f"{KLARNA_NOT_FOUND_PREFIX}{session_id}"}),
+            ProjectionExpression="#ttl",
+            ExpressionAttributeNames={"#ttl": TTL_ATTRIBUTE},
+        )
+        expires = _plain(response.get("Item") or {}).get(TTL_ATTRIBUTE)
+        return isinstance(expires, int) and expires > _epoch_seconds(now)
+
+    def remember_not_found(self, session_id: str, *, until: datetime) -> None:
+        """Klarna answered 404 for `session_id`: remember it until `until`."""
+        _dynamodb(
+            self.client.put_item,
+            TableName=self.table_name,
+            Item=to_item(
+                {STATE_KEY: f"{KLARNA_NOT_FOUND_PREFIX}{session_id}", TTL_ATTRIBUTE: _epoch_seconds(until)}
+            ),
+        )
+
+
+def _epoch_seconds(moment: datetime) -> int:
+    return to_epoch_millis(moment) // 1000

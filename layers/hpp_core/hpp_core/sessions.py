@@ -226,8 +226,8 @@ def _json_body(body: str | None, base64_encoded: bool, *, required: str) -> obje
         raise BadRequest(f"request body is required: {required}")
     try:
         return json_value(raw)
-    except ValueError:
-        raise BadRequest("request body is not valid JSON") from None
+    except ValueError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
 
 
 # -- the idempotency key ------------------------------------------------------------------------------
