@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import botocore.exceptions
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from pydantic import ValidationError
 
 from hpp_core.errors import Conflict, StorageUnavailable
 from hpp_core.lifecycle import poll_shard, poll_shard_ids, write_outcome
@@ -23,6 +24,7 @@ from hpp_core.models import (
     DuePage,
     DueSession,
     PageKey,
+    PollerState,
     StatusUpdate,
     TrackedSession,
     WriteOutcome,
@@ -45,6 +47,10 @@ POLL_NOT_FOUND = "poll_not_found"
 TTL_ATTRIBUTE = "expires_ttl"
 # The sparse index of not-final sessions by shard and due time (template.yaml, SessionsTable).
 DUE_INDEX = "due-index"
+# The state table's key, and its item for the poller's own state (kept a week after the last run).
+STATE_KEY = "pk"
+POLLER_STATE_KEY = "poller#state"
+POLLER_STATE_TTL_SECONDS = 7 * 86_400
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -327,21 +333,34 @@ class SessionRepository:
         due_by_ms: int,
         limit: int,
         start_key: PageKey | None = None,
+        due_after_ms: int | None = None,
+        active_since_ms: int | None = None,
     ) -> DuePage:
         """Sessions of one shard due at `due_by_ms` or earlier, oldest first: one Query of the due index.
 
         The key condition selects exactly the due items, so DynamoDB reads (and bills) nothing else:
-        final sessions are not in the index, sessions due later sort after `due_by_ms`.
+        final sessions are not in the index, sessions due later sort after `due_by_ms`. The catch-up's
+        `due_after_ms` narrows the key range too; its `active_since_ms` is a filter, so the items it drops
+        are read (and billed) all the same.
         """
+        names = {"#shard": POLL_SHARD, "#due": POLL_DUE_AT}
+        values: dict[str, Any] = {":shard": shard, ":due_by": due_by_ms}
+        key_condition = "#shard = :shard AND #due <= :due_by"
+        if due_after_ms is not None:
+            values[":due_after"] = due_after_ms + 1  # BETWEEN includes both ends; "after" does not
+            key_condition = "#shard = :shard AND #due BETWEEN :due_after AND :due_by"
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
             "IndexName": DUE_INDEX,
-            "KeyConditionExpression": "#shard = :shard AND #due <= :due_by",
-            "ExpressionAttributeNames": {"#shard": POLL_SHARD, "#due": POLL_DUE_AT},
-            "ExpressionAttributeValues": to_item({":shard": shard, ":due_by": due_by_ms}),
+            "KeyConditionExpression": key_condition,
             "ScanIndexForward": True,
             "Limit": limit,
         }
+        if active_since_ms is not None:
+            names["#updated_at_ms"] = "updated_at_ms"
+            values[":active_since"] = active_since_ms
+            kwargs["FilterExpression"] = "#updated_at_ms >= :active_since"
+        kwargs |= {"ExpressionAttributeNames": names, "ExpressionAttributeValues": to_item(values)}
         if start_key:
             kwargs["ExclusiveStartKey"] = start_key
         response = _dynamodb(self.client.query, **kwargs)
@@ -451,3 +470,33 @@ class StateRepository:
         self.table_name = table_name
         self.client = client
         self._clock = clock
+
+    # -- the poller's own state (issue 11): one item, written by the poller alone ---------------------
+
+    def poller_state(self) -> PollerState | None:
+        """The poller's state as its last run left it; None before the first run, or when the item is
+        not one the poller wrote (it is then started afresh, and overwritten at the end of the run)."""
+        response = _dynamodb(
+            self.client.get_item,
+            TableName=self.table_name,
+            Key=to_item({STATE_KEY: POLLER_STATE_KEY}),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if not item:
+            return None
+        try:
+            return PollerState.model_validate(_plain(item))
+        except ValidationError:
+            return None
+
+    def save_poller_state(self, state: PollerState) -> None:
+        """Replace the poller's state (reserved concurrency 1 makes the poller its only writer)."""
+        # Floats as DynamoDB numbers: a Decimal of their shortest repr (the serializer refuses floats).
+        fields = {
+            name: Decimal(repr(value)) if isinstance(value, float) else value
+            for name, value in state.model_dump().items()
+        }
+        expires = to_epoch_millis(self._clock()) // 1000 + POLLER_STATE_TTL_SECONDS
+        item = {STATE_KEY: POLLER_STATE_KEY, **fields, TTL_ATTRIBUTE: expires}
+        _dynamodb(self.client.put_item, TableName=self.table_name, Item=to_item(item))
