@@ -20,9 +20,10 @@ from typing import Any
 import urllib3
 from botocore.config import Config
 
+from hpp_core.dependencies import dynamodb_config
 from hpp_core.klarna import KlarnaClient
 from hpp_core.lifecycle import poll_shard
-from hpp_core.poller import PollPolicy, PollRunReport, run_poll
+from hpp_core.poller import PollPolicy, PollRunReport, PollThreads, run_poll
 from hpp_core.repository import SessionRepository, to_item
 from hpp_core.timestamps import format_timestamp, to_epoch_millis, utc_now
 from local.klarna_simulator import KlarnaSimulator
@@ -37,6 +38,12 @@ LOAD_THREADS = 8
 # Rounds per table after a warm-up round, alternating tables; the fastest of each counts (least disturbed).
 REPEATS = 4
 SHARDS = 8
+
+
+def poller_dynamodb_config(concurrency: int, *, more_connections: int = 0) -> Config:
+    """The poller function's own DynamoDB client configuration (functions/poller/poller.py)."""
+    connections = PollThreads.dynamodb_connections(concurrency) + more_connections
+    return dynamodb_config(max_pool_connections=connections, validate_requests=False)
 
 
 def bench_klarna() -> KlarnaSimulator:
@@ -112,7 +119,7 @@ def timed_run(
 
 def throughput(server: DynamoDBLocal, *, concurrency: int, rate: float, sessions: int, tries: int) -> None:
     """Best of `tries` runs (the machine is shared: the best run is the one least disturbed)."""
-    client = server.client(Config(max_pool_connections=concurrency * 2 + 4))
+    client = server.client(poller_dynamodb_config(concurrency))
     policy = PollPolicy(concurrency=concurrency, rate_per_second=rate, time_margin_seconds=5)
     best = float("inf")
     with bench_klarna() as simulator:
@@ -142,7 +149,7 @@ def throughput(server: DynamoDBLocal, *, concurrency: int, rate: float, sessions
 
 def table_size(server: DynamoDBLocal) -> None:
     concurrency = 10
-    client = server.client(Config(max_pool_connections=LOAD_THREADS + concurrency * 2 + 4))
+    client = server.client(poller_dynamodb_config(concurrency, more_connections=LOAD_THREADS))
     created = utc_now() - timedelta(minutes=5)
     due_ids = [str(uuid.uuid4()) for _ in range(DUE_SESSIONS)]
     small, big = new_table(client), new_table(client)

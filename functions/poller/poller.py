@@ -14,8 +14,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from hpp_core.dependencies import klarna_client, session_repository, state_repository
 from hpp_core.klarna import KlarnaError
 from hpp_core.poller import (
-    INDEX_THREADS,
-    THREADS_PER_READ,
     PollerSettings,
     PollOutcome,
     PollRunReport,
@@ -28,9 +26,10 @@ from hpp_core.settings import load_settings
 settings = load_settings(PollerSettings)
 logger = Logger()
 metrics = Metrics()
-# One DynamoDB connection per worker and per index reader, plus the run loop's own.
 repository = session_repository(
-    settings, max_pool_connections=settings.poll_concurrency * THREADS_PER_READ + INDEX_THREADS + 1
+    settings,
+    max_pool_connections=PollThreads.dynamodb_connections(settings.poll_concurrency),
+    validate_requests=False,
 )
 # The poller's own state (the evidence of lost callbacks), read and written once a run.
 state = state_repository(settings)

@@ -2,6 +2,7 @@
 simulator served in memory (no I/O)."""
 
 import itertools
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -14,9 +15,11 @@ from hpp_core.klarna import KlarnaClient
 from hpp_core.models import DuePage, KlarnaSession, PollerState, StatusUpdate
 from hpp_core.poll_schedule import EvidenceRule, PollSchedule, ScheduleKind, backoff_interval_seconds
 from hpp_core.poller import (
+    WRITERS_PER_READER,
     PollerSettings,
     PollOutcome,
     PollPolicy,
+    PollThreads,
     StopReason,
     catch_up_candidates,
     due_sessions,
@@ -194,9 +197,20 @@ FAST = PollPolicy(concurrency=3, rate_per_second=1000, time_margin_seconds=1)
 
 
 def run(
-    store: MemorySessionStore, klarna: KlarnaClient, policy: PollPolicy = FAST, remaining_ms: int = 60_000
+    store: MemorySessionStore,
+    klarna: KlarnaClient,
+    policy: PollPolicy = FAST,
+    remaining_ms: int = 60_000,
+    threads: PollThreads | None = None,
 ) -> Any:
-    return run_poll(store, klarna, policy=policy, remaining_time_ms=lambda: remaining_ms, clock=lambda: NOW)
+    return run_poll(
+        store,
+        klarna,
+        policy=policy,
+        remaining_time_ms=lambda: remaining_ms,
+        clock=lambda: NOW,
+        threads=threads,
+    )
 
 
 def test_due_sessions_come_oldest_first_over_all_shards_page_by_page() -> None:
@@ -295,6 +309,162 @@ def test_summary_is_json_friendly(simulator: KlarnaSimulator, klarna: KlarnaClie
     assert summary["outcomes"] == {"changed": 1}
     assert summary["read_from_klarna"] == 1
     assert summary["stopped"] is None
+
+
+# -- the run's readers and writers: Klarna reads and DynamoDB writes on separate threads --------------
+
+
+class StalledWrites(MemorySessionStore):
+    """A store whose writes wait until released, as a DynamoDB that has stopped answering would."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.released = threading.Event()
+        self.waiting = threading.Semaphore(0)
+
+    def record_status(self, update: StatusUpdate, *, callback_secret_hash: str | None = None) -> Any:
+        self.waiting.release()
+        self.released.wait()
+        return super().record_status(update, callback_secret_hash=callback_secret_hash)
+
+
+class CountedKlarna:
+    """Klarna reads counted, with the most made while the store's writes were stalled."""
+
+    def __init__(self, klarna: KlarnaClient, store: StalledWrites) -> None:
+        self._klarna = klarna
+        self._store = store
+        self.reads = 0
+        self.reads_while_stalled = 0
+        self.ran_ahead = threading.Event()
+        self._lock = threading.Lock()
+
+    def read_session(self, session_id: str, **kwargs: Any) -> KlarnaSession:
+        with self._lock:
+            self.reads += 1
+            if not self._store.released.is_set():
+                self.reads_while_stalled = self.reads
+                if self.reads > BOUND_ON_UNRECORDED_READS:
+                    self.ran_ahead.set()
+        return self._klarna.read_session(session_id, **kwargs)
+
+
+# Reads in flight, and the answers waiting for a writer or being written.
+BOUND_ON_UNRECORDED_READS = FAST.concurrency * (1 + WRITERS_PER_READER)
+
+
+def test_a_stalled_dynamodb_holds_klarna_reads_back(simulator: KlarnaSimulator, klarna: KlarnaClient) -> None:
+    store = StalledWrites(poll_shards=1, clock=fixed(NOW - FIRST_DELAY))
+    sessions = [f"s{n}" for n in range(40)]
+    for session_id in sessions:
+        store.create_session(session_id, expires_at=EXPIRES, session_url=None, callback_secret_hash=None)
+    klarna_knows(simulator, *sessions)
+    counted = CountedKlarna(klarna, store)
+    reports: list[Any] = []
+    running = threading.Thread(
+        target=lambda: reports.append(
+            run_poll(store, counted, policy=FAST, remaining_time_ms=lambda: 60_000, clock=lambda: NOW)
+        )
+    )
+    running.start()
+    for _ in range(FAST.concurrency * WRITERS_PER_READER):  # every writer is stuck in a write
+        assert store.waiting.acquire(timeout=30)
+    # Time for the readers to run ahead if nothing held them back (a bound, not a measurement).
+    counted.ran_ahead.wait(timeout=0.5)
+    store.released.set()
+    running.join(timeout=60)
+    assert not running.is_alive()
+    assert counted.reads_while_stalled <= BOUND_ON_UNRECORDED_READS
+    (report,) = reports
+    assert report.outcomes == {PollOutcome.CHANGED: 40}, "held back, then every session read and recorded"
+    assert {status_of(store, s) for s in sessions} == {"IN_PROGRESS"}
+
+
+@pytest.mark.parametrize("failing_write", ["record_status", "reschedule_poll"])
+def test_a_write_dynamodb_refuses_leaves_that_session_due_and_the_others_recorded(
+    simulator: KlarnaSimulator, klarna: KlarnaClient, failing_write: str
+) -> None:
+    sessions = ("s1", "s2", "s3")
+    if failing_write == "record_status":  # Klarna has news: the write is the change
+        store = store_with(*((s, 1) for s in sessions))
+        klarna_knows(simulator, *sessions)
+    else:  # nothing new: the write is the reschedule
+        store = MemorySessionStore(poll_shards=1, clock=fixed(NOW))
+        for session_id in sessions:
+            quiet_session(store, simulator, session_id, quiet=timedelta(minutes=10), due_in=-FIRST_DELAY)
+    before = {s: store.due_entry(s) for s in sessions}
+    store.fail_next(failing_write, StorageUnavailable("DynamoDB refused the write"))
+    report = run(store, klarna)
+    assert report.errors == {"StorageUnavailable": 1}
+    assert report.outcomes[PollOutcome.ERROR] == 1
+    assert sum(report.outcomes.values()) == report.due == 3
+    (problem,) = report.problems
+    assert store.due_entry(problem.session_id) == before[problem.session_id], "still due, as it was"
+    for session_id in set(before) - {problem.session_id}:
+        assert store.due_entry(session_id) != before[session_id], "recorded: changed or rescheduled"
+
+
+def test_every_session_taken_is_counted_once_when_the_time_runs_out(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    sessions = [f"s{n}" for n in range(60)]
+    store = store_with(*((s, 1) for s in sessions))
+    klarna_knows(simulator, *sessions)
+    calls = itertools.count()
+    report = run_poll(  # time runs out after 40 looks at the clock, with sessions in hand and in flight
+        store,
+        klarna,
+        policy=FAST,
+        remaining_time_ms=lambda: 60_000 if next(calls) < 40 else 0,
+        clock=lambda: NOW,
+    )
+    assert report.stopped is StopReason.TIME_BUDGET
+    read = set(klarna_reads(simulator))
+    assert 0 < len(read) < len(sessions)
+    assert report.outcomes == {PollOutcome.CHANGED: len(read), PollOutcome.LEFT_DUE: report.due - len(read)}
+    assert {status_of(store, s) for s in read} == {"IN_PROGRESS"}
+    assert {status_of(store, s) for s in set(sessions) - read} == {"WAITING"}
+
+
+class IndexFailsOnSecondPage(MemorySessionStore):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pages = itertools.count(1)
+
+    def due_sessions_page(self, shard: str, **kwargs: Any) -> DuePage:
+        if next(self.pages) == 2:
+            raise StorageUnavailable("DynamoDB refused the query")
+        return super().due_sessions_page(shard, **kwargs)
+
+
+def test_a_due_index_that_fails_fails_the_run_and_leaves_no_thread_waiting(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    sessions = [f"s{n}" for n in range(1, 10)]
+    store = IndexFailsOnSecondPage(poll_shards=1, clock=fixed(NOW - FIRST_DELAY))
+    for session_id in sessions:
+        store.create_session(session_id, expires_at=EXPIRES, session_url=None, callback_secret_hash=None)
+    store.clock = fixed(NOW)
+    klarna_knows(simulator, *sessions)
+    threads = PollThreads(FAST.concurrency)  # as a warm Lambda keeps them from run to run
+    outcomes: list[Any] = []
+
+    def two_runs() -> None:
+        with pytest.raises(StorageUnavailable):
+            run(store, klarna, replace(FAST, page_size=2), threads=threads)
+        outcomes.append({s: status_of(store, s) for s in sessions})
+        outcomes.append(run(store, klarna, threads=threads).outcomes)
+
+    runs = threading.Thread(target=two_runs)
+    runs.start()
+    runs.join(timeout=60)  # a hang detector, not a measurement
+    assert not runs.is_alive(), "the second run found the threads still held by the first"
+    threads.close()
+    after_failure, second = outcomes
+    assert sorted(after_failure.values()) == ["IN_PROGRESS"] * 2 + ["WAITING"] * 7, (
+        "the first page's sessions were read and recorded before the run failed"
+    )
+    assert second == {PollOutcome.CHANGED: 7}
 
 
 # -- lost callbacks: the evidence, the tight schedule and the catch-up ------------------------------

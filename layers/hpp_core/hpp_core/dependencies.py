@@ -25,20 +25,36 @@ _DYNAMODB_CONFIG = Config(
 )
 
 
-def dynamodb_client(*, max_pool_connections: int | None = None) -> "DynamoDBClient":
+def dynamodb_config(*, max_pool_connections: int | None = None, validate_requests: bool = True) -> Config:
+    """The DynamoDB client's configuration.
+
+    `max_pool_connections`: threaded callers (the poller's) need a connection each, or botocore discards
+    extras. `validate_requests=False` skips botocore's own check of each request against the API model
+    (about half a millisecond of CPU a call): the repository builds its requests from fixed shapes and
+    DynamoDB checks them again, while the poller's threads feel every millisecond as time the others
+    wait for the interpreter.
+    """
     config = _DYNAMODB_CONFIG
     if max_pool_connections is not None:
-        # Threaded callers (the poller's workers) need a connection each, or botocore discards extras.
         config = config.merge(Config(max_pool_connections=max_pool_connections))
+    if not validate_requests:
+        config = config.merge(Config(parameter_validation=False))
+    return config
+
+
+def dynamodb_client(
+    *, max_pool_connections: int | None = None, validate_requests: bool = True
+) -> "DynamoDBClient":
+    config = dynamodb_config(max_pool_connections=max_pool_connections, validate_requests=validate_requests)
     return boto3.client("dynamodb", config=config)
 
 
 def session_repository(
-    settings: TableSettings, *, max_pool_connections: int | None = None
+    settings: TableSettings, *, max_pool_connections: int | None = None, validate_requests: bool = True
 ) -> SessionRepository:
     return SessionRepository(
         settings.table_name,
-        dynamodb_client(max_pool_connections=max_pool_connections),
+        dynamodb_client(max_pool_connections=max_pool_connections, validate_requests=validate_requests),
         poll_shards=settings.poll_shards,
         first_poll_delay_seconds=settings.first_poll_delay_seconds,
         retention_days=settings.session_retention_days,

@@ -16,11 +16,12 @@ said, or the conditional write would refuse it, and it must be the same in every
 """
 
 import heapq
+import queue
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -66,11 +67,10 @@ PAGE_SIZE = 100
 CATCH_UP_PAGE_SIZE = 1000
 # Per-session problems kept for the run's log (counts are always complete; this only bounds log lines).
 MAX_PROBLEMS_REPORTED = 50
-# Sessions in hand, not yet read, per Klarna read in flight: one waits for the slot while another reads.
+# Sessions in hand, not yet read, per Klarna read in flight.
 SESSIONS_AHEAD_PER_READ = 2
-# Worker threads per Klarna read in flight: those in hand, and as many again writing to DynamoDB, so a
-# slow write never leaves a read slot without a session to read.
-THREADS_PER_READ = 4
+# Threads recording Klarna's answers in DynamoDB, per Klarna read in flight.
+WRITERS_PER_READER = 2
 # Threads that read the due index ahead of need (the first page of every shard at once, then the next).
 INDEX_THREADS = 4
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -221,23 +221,57 @@ def poll_session(
     `tight`: the run is catching up (callbacks are being lost), so an unchanged session is rescheduled
     on the tight schedule.
     """
+    read = read_due_session(due, klarna)
+    if isinstance(read, SessionResult):
+        return read
+    return record_read(read, store=store, policy=policy, clock=clock, tight=tight)
+
+
+@dataclass(frozen=True)
+class KlarnaRead:
+    """What Klarna answered about a due session: the session, or the error it answered with."""
+
+    due: DueSession
+    answer: KlarnaSession | KlarnaError
+
+
+def read_due_session(due: DueSession, klarna: KlarnaReader) -> KlarnaRead | SessionResult:
+    """The first half of a poll: Klarna's answer, or the result when there is nothing to record."""
     if due.status is not None and is_final(due.status):
         return SessionResult(due.session_id, PollOutcome.SUPERSEDED)  # a stale index copy
-    poll = _SessionPoll(due, store, policy, tight)
     try:
-        try:
-            session = klarna.read_session(due.session_id)
-        except KlarnaNotFound:
-            return poll.after_not_found(to_epoch_millis(clock()))
-        except KlarnaError as exc:
-            return poll.after_klarna_error(exc, to_epoch_millis(clock()))
-        except DependencyError as exc:
-            # The credentials could not be read (Secrets Manager): every other session would fail too.
-            return SessionResult(due.session_id, PollOutcome.AUTH_FAILED, "CredentialsUnavailable", exc)
-        return poll.after_answer(session, to_epoch_millis(clock()))
+        return KlarnaRead(due, klarna.read_session(due.session_id))
+    except KlarnaRateLimited as exc:
+        return SessionResult(due.session_id, PollOutcome.THROTTLED, retry_after=exc.retry_after)
+    except KlarnaAuthFailed as exc:
+        return SessionResult(due.session_id, PollOutcome.AUTH_FAILED, "KlarnaAuthFailed", exc)
+    except KlarnaError as exc:
+        return KlarnaRead(due, exc)
+    except DependencyError as exc:
+        # The credentials could not be read (Secrets Manager): every other session would fail too.
+        return SessionResult(due.session_id, PollOutcome.AUTH_FAILED, "CredentialsUnavailable", exc)
+
+
+def record_read(
+    read: KlarnaRead,
+    *,
+    store: PollStore,
+    policy: PollPolicy,
+    clock: Callable[[], datetime] = utc_now,
+    tight: bool = False,
+) -> SessionResult:
+    """The second half of a poll: record what follows from Klarna's answer."""
+    poll = _SessionPoll(read.due, store, policy, tight)
+    now_ms = to_epoch_millis(clock())
+    try:
+        if isinstance(read.answer, KlarnaSession):
+            return poll.after_answer(read.answer, now_ms)
+        if isinstance(read.answer, KlarnaNotFound):
+            return poll.after_not_found(now_ms)
+        return poll.after_klarna_error(read.answer, now_ms)
     except StorageUnavailable as exc:
         # Not rescheduled (the write is what failed): it stays due for the next run.
-        return SessionResult(due.session_id, PollOutcome.ERROR, "StorageUnavailable", exc)
+        return SessionResult(read.due.session_id, PollOutcome.ERROR, "StorageUnavailable", exc)
 
 
 @dataclass(frozen=True)
@@ -250,16 +284,11 @@ class _SessionPoll:
     tight: bool
 
     def after_klarna_error(self, exc: KlarnaError, now_ms: int) -> SessionResult:
-        session_id = self.due.session_id
-        if isinstance(exc, KlarnaRateLimited):
-            return SessionResult(session_id, PollOutcome.THROTTLED, retry_after=exc.retry_after)
-        if isinstance(exc, KlarnaAuthFailed):
-            return SessionResult(session_id, PollOutcome.AUTH_FAILED, "KlarnaAuthFailed", exc)
         # 5xx, timeout, unreadable answer, another 4xx: back off like an unchanged poll, so one broken
         # session is not retried every run forever (the error counts say whether Klarna is down for all).
         applied = self.reschedule(now_ms)
         outcome = PollOutcome.ERROR if applied else PollOutcome.SUPERSEDED
-        return SessionResult(session_id, outcome, type(exc).__name__, exc)
+        return SessionResult(self.due.session_id, outcome, type(exc).__name__, exc)
 
     def after_answer(self, session: KlarnaSession, now_ms: int) -> SessionResult:
         due = self.due
@@ -578,69 +607,52 @@ class _NoGrant(Exception):
 
 
 class _PacedKlarna:
-    """Klarna as the run's workers see it: at most `concurrency` reads in flight, each one paced.
+    """Klarna as the run's readers see it: each read paced by the run's rate limiter, none once the run
+    is stopping or past its time budget."""
 
-    The slot is taken before the rate limiter's grant, so a read waiting for a slot never leaves
-    with a grant that has aged into a burst; the DynamoDB writes around a read happen outside the slot,
-    so they do not hold back the next read.
-    """
-
-    def __init__(
-        self, klarna: KlarnaReader, run: _Run, deadline: Callable[[], float], concurrency: int
-    ) -> None:
+    def __init__(self, klarna: KlarnaReader, run: _Run, deadline: Callable[[], float]) -> None:
         self._klarna = klarna
         self._run = run
         self._deadline = deadline
-        self._slots = threading.BoundedSemaphore(concurrency)
 
     def read_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> KlarnaSession:
-        with self._slots:
-            if self._run.stop.is_set():
-                raise _NoGrant
-            if not self._run.limiter.acquire(self._deadline()):
-                if not self._run.stop.is_set():
-                    # No grant before the margin: no later session would get one either.
-                    self._run.halt(StopReason.TIME_BUDGET, cancel_waits=False)
-                raise _NoGrant
-            return self._klarna.read_session(session_id, retry=retry)
-
-
-class _OneRead:
-    """Klarna for one worker's session: hands its place in line back the moment its read is over, so
-    the next session is in hand for the read slot while this one is still being written down."""
-
-    def __init__(self, paced: _PacedKlarna, ahead: threading.BoundedSemaphore) -> None:
-        self._paced = paced
-        self._ahead = ahead
-        self._released = False
-
-    def read_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> KlarnaSession:
-        try:
-            return self._paced.read_session(session_id, retry=retry)
-        finally:
-            self.release()
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._ahead.release()
+        if self._run.stop.is_set():
+            raise _NoGrant
+        if not self._run.limiter.acquire(self._deadline()):
+            if not self._run.stop.is_set():
+                # No grant before the margin: no later session would get one either.
+                self._run.halt(StopReason.TIME_BUDGET, cancel_waits=False)
+            raise _NoGrant
+        return self._klarna.read_session(session_id, retry=retry)
 
 
 class PollThreads:
     """The threads runs poll with. The function keeps one for the life of its execution environment (a
-    warm Lambda reuses them, as it reuses its clients); a run given none makes its own for itself."""
+    warm Lambda reuses them, as it reuses its clients); a run given none makes its own for itself.
+
+    One reader per Klarna read in flight, each reading session after session from the run's inbox, so a
+    read starts the moment the one before it ends; the DynamoDB writes that follow go to the writers,
+    twice as many, so a slow write never holds up a read. The index threads read the due index ahead of
+    need (the first page of every shard at once) and run the catch-up's scan.
+    """
 
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
-        # Reading the due index ahead of need (the first page of every shard at once), the catch-up scan.
-        self.index = ThreadPoolExecutor(max_workers=INDEX_THREADS, thread_name_prefix="poll-index")
-        self.sessions = ThreadPoolExecutor(
-            max_workers=concurrency * THREADS_PER_READ, thread_name_prefix="poll"
+        self.readers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="poll-read")
+        self.writers = ThreadPoolExecutor(
+            max_workers=concurrency * WRITERS_PER_READER, thread_name_prefix="poll-write"
         )
+        self.index = ThreadPoolExecutor(max_workers=INDEX_THREADS, thread_name_prefix="poll-index")
+
+    @staticmethod
+    def dynamodb_connections(concurrency: int) -> int:
+        """Connections a DynamoDB client needs for runs of `concurrency` (one per thread that writes or
+        reads the index), so that botocore never drops one it could have reused."""
+        return concurrency * WRITERS_PER_READER + INDEX_THREADS
 
     def close(self) -> None:
-        self.index.shutdown(cancel_futures=True)
-        self.sessions.shutdown(cancel_futures=True)
+        for pool in (self.readers, self.writers, self.index):
+            pool.shutdown(cancel_futures=True)
 
 
 def run_poll(
@@ -658,8 +670,8 @@ def run_poll(
     the credentials; while the poller's state says callbacks are being lost, catch up too, and leave the
     state as this run's reads say. `remaining_time_ms` is the Lambda context's
     `get_remaining_time_in_millis`; without `state` (or on the backoff schedule) the run never catches
-    up. `threads` must have been made for at least `policy.concurrency`; `limiter` (for tests and the
-    benchmark: its clock) paces at `policy.rate_per_second`."""
+    up. `threads` must have been made for `policy.concurrency`; `limiter` (for tests and the benchmark:
+    its clock) paces at `policy.rate_per_second`."""
     schedule = policy.schedule
     before = _load_state(state) if state is not None and schedule.catches_up else None
     run = _Run(
@@ -671,10 +683,119 @@ def run_poll(
         if threads is None:
             threads = PollThreads(policy.concurrency)
             own.callback(threads.close)
-        _poll_all(store, klarna, run, threads, remaining_time_ms=remaining_time_ms, clock=clock)
+        _Pipeline(store, klarna, run, threads, clock=clock).poll(remaining_time_ms)
     if state is not None and before is not None:
         _save_state(state, before, run.report, now_ms=to_epoch_millis(clock()), rule=schedule.evidence)
     return run.report
+
+
+class _Pipeline:
+    """One run's sessions on their way: the feed puts them in the inbox, the readers ask Klarna about
+    them one after the other, the writers record the answers."""
+
+    def __init__(
+        self,
+        store: PollStore,
+        klarna: KlarnaReader,
+        run: _Run,
+        threads: PollThreads,
+        *,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.store = store
+        self.klarna = klarna
+        self.run = run
+        self.threads = threads
+        self.clock = clock
+        # Sessions in hand, not yet read: twice the reads in flight, so a reader never waits for one.
+        self.inbox: queue.Queue[tuple[DueSession, bool] | None] = queue.Queue(
+            maxsize=run.policy.concurrency * SESSIONS_AHEAD_PER_READ
+        )
+        self.writes: queue.SimpleQueue[Future[None]] = queue.SimpleQueue()
+        # Answers being recorded: a reader waits for a writer before it reads on, so that writes slower
+        # than reads slow the reads down rather than pile up past the time budget.
+        self.writing = threading.BoundedSemaphore(run.policy.concurrency * WRITERS_PER_READER)
+
+    def poll(self, remaining_time_ms: Callable[[], int]) -> None:
+        run, policy = self.run, self.run.policy
+        margin_ms = policy.time_margin_seconds * 1000
+        paced = _PacedKlarna(
+            self.klarna, run, deadline=lambda: run.limiter.now() + (remaining_time_ms() - margin_ms) / 1000
+        )
+        readers = [self.threads.readers.submit(self._read_all, paced) for _ in range(policy.concurrency)]
+        try:
+            self._fill_inbox(lambda: remaining_time_ms() < margin_ms)
+        finally:
+            # Even when the due index failed: readers left waiting would hold the threads of every
+            # later run. What is in the inbox is read and recorded; the error then ends the run.
+            for _ in readers:
+                self.inbox.put(None)
+            wait(readers)
+            while not self.writes.empty():
+                self.writes.get().result()
+
+    def _fill_inbox(self, out_of_time: Callable[[], bool]) -> None:
+        run = self.run
+        started_ms = to_epoch_millis(self.clock())
+        feed = _run_feed(self.store, run, started_ms=started_ms, index=self.threads.index)
+        taken: tuple[DueSession, bool] | None = None
+        while not run.stop.is_set():
+            if out_of_time():
+                # Readers already paced within the budget finish their session; nothing new starts.
+                run.halt(StopReason.TIME_BUDGET, cancel_waits=False)
+                break
+            if taken is None:
+                taken = feed.next()
+                if taken is None:
+                    return
+                _count_taken(run.report, taken, started_ms)
+            # The index is read on only as fast as sessions are read: wait for room in the inbox.
+            with suppress(queue.Full):
+                self.inbox.put(taken, timeout=0.05)
+                taken = None
+        if taken is not None:
+            self._not_read(*taken)
+
+    def _read_all(self, paced: _PacedKlarna) -> None:
+        while (taken := self.inbox.get()) is not None:
+            due, catch_up = taken
+            try:
+                read = read_due_session(due, paced)
+            except _NoGrant:
+                self._not_read(due, catch_up)
+                continue
+            except Exception as exc:  # a bug must cost one session, not the run
+                self.run.record(SessionResult(due.session_id, PollOutcome.ERROR, "Unexpected", exc))
+                continue
+            if isinstance(read, SessionResult):
+                self._settle(read, catch_up)
+            else:
+                self.writing.acquire()
+                self.writes.put(self.threads.writers.submit(self._write, read, catch_up))
+
+    def _write(self, read: KlarnaRead, catch_up: bool) -> None:
+        try:
+            result = record_read(
+                read, store=self.store, policy=self.run.policy, clock=self.clock, tight=self.run.tight
+            )
+        except Exception as exc:  # a bug must cost one session, not the run
+            result = SessionResult(read.due.session_id, PollOutcome.ERROR, "Unexpected", exc)
+        finally:
+            self.writing.release()
+        self.run.record(result, catch_up=catch_up)
+
+    def _settle(self, result: SessionResult, catch_up: bool) -> None:
+        """A read with nothing to record: refused (429, credentials) or a stale index copy."""
+        if result.outcome is PollOutcome.THROTTLED:
+            self.run.limiter.slow_down(result.retry_after)
+        elif result.outcome is PollOutcome.AUTH_FAILED:
+            # Wrong credentials fail every call alike: hammering Klarna helps nobody.
+            self.run.halt(StopReason.KLARNA_AUTH_FAILED, cancel_waits=True)
+        self.run.record(result, catch_up=catch_up)
+
+    def _not_read(self, due: DueSession, catch_up: bool) -> None:
+        if not catch_up:  # a catch-up candidate not read is not due: nothing is left behind
+            self.run.record(SessionResult(due.session_id, PollOutcome.LEFT_DUE))
 
 
 def _load_state(state: PollerStateStore) -> PollerState | None:
@@ -702,66 +823,6 @@ def _save_state(
         return
     report.state = after
     report.evidence_percent = evidence_percent(after, rule)
-
-
-def _poll_all(
-    store: PollStore,
-    klarna: KlarnaReader,
-    run: _Run,
-    threads: PollThreads,
-    *,
-    remaining_time_ms: Callable[[], int],
-    clock: Callable[[], datetime],
-) -> None:
-    policy = run.policy
-    margin_ms = policy.time_margin_seconds * 1000
-    started_ms = to_epoch_millis(clock())
-    paced = _PacedKlarna(
-        klarna,
-        run,
-        deadline=lambda: run.limiter.now() + (remaining_time_ms() - margin_ms) / 1000,
-        concurrency=policy.concurrency,
-    )
-    # Sessions in hand but not yet read: twice the reads in flight, so a slot never waits for one.
-    ahead = threading.BoundedSemaphore(policy.concurrency * SESSIONS_AHEAD_PER_READ)
-
-    def work(due: DueSession, catch_up: bool) -> None:
-        one_read = _OneRead(paced, ahead)
-        try:
-            result = poll_session(
-                due, store=store, klarna=one_read, policy=policy, clock=clock, tight=run.tight
-            )
-            if result.outcome is PollOutcome.THROTTLED:
-                run.limiter.slow_down(result.retry_after)
-            elif result.outcome is PollOutcome.AUTH_FAILED:
-                # Wrong credentials fail every call alike: hammering Klarna helps nobody.
-                run.halt(StopReason.KLARNA_AUTH_FAILED, cancel_waits=True)
-            run.record(result, catch_up=catch_up)
-        except _NoGrant:
-            if not catch_up:  # a catch-up candidate not read is not due: nothing is left behind
-                run.record(SessionResult(due.session_id, PollOutcome.LEFT_DUE))
-        except Exception as exc:  # a bug must cost one session, not the run
-            run.record(SessionResult(due.session_id, PollOutcome.ERROR, "Unexpected", exc))
-        finally:
-            one_read.release()
-
-    feed = _run_feed(store, run, started_ms=started_ms, index=threads.index)
-    working: list[Future[None]] = []
-    while not run.stop.is_set():
-        if remaining_time_ms() < margin_ms:
-            # Workers already paced within the budget finish their session; nothing new starts.
-            run.halt(StopReason.TIME_BUDGET, cancel_waits=False)
-            break
-        # A session in hand is waiting for the read slot: read the index on only as sessions are read.
-        if not ahead.acquire(timeout=0.05):
-            continue
-        taken = feed.next()
-        if taken is None:
-            ahead.release()
-            break
-        _count_taken(run.report, taken, started_ms)
-        working.append(threads.sessions.submit(work, *taken))
-    wait(working)
 
 
 def _run_feed(store: PollStore, run: _Run, *, started_ms: int, index: Executor) -> _Feed:
