@@ -266,8 +266,10 @@ class World:
         update = StatusUpdate(session=journey.answer(moment), source="callback")
         self.store.record_status(update, callback_secret_hash=SECRET_HASH)
 
-    def read_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> KlarnaSession:
-        """Klarna's Read Session (hpp_core.ports.KlarnaReader)."""
+    def read_session(
+        self, session_id: str, *, url: str | None = None, retry: RetryPolicy = NO_RETRY
+    ) -> KlarnaSession:
+        """Klarna's Read Session (hpp_core.ports.KlarnaReader); every session is at the same URL here."""
         journey = self.journeys[session_id]
         now = self.clock.now
         if self.measured(now):

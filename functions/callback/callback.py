@@ -7,36 +7,58 @@ answers in hpp_core.http; nothing here logs the query string (it holds the secre
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from hpp_core.callbacks import handle_callback
-from hpp_core.dependencies import klarna_client, session_repository
-from hpp_core.http import install_error_handlers, json_response
-from hpp_core.settings import get_settings
+from hpp_core.callbacks import (
+    KLARNA_READ_ENDS_SECONDS,
+    CallbackSettings,
+    UnknownSessionEvent,
+    UnknownSessionReads,
+    handle_callback,
+)
+from hpp_core.dependencies import klarna_client, session_repository, state_repository
+from hpp_core.http import StrictRestResolver, install_error_handlers, json_response
+from hpp_core.klarna import NO_RETRY
+from hpp_core.settings import load_settings
 
-settings = get_settings()
+settings = load_settings(CallbackSettings)
 logger = Logger()
 metrics = Metrics()
-app = APIGatewayRestResolver()
+app = StrictRestResolver()
 install_error_handlers(app, logger, metrics)
 repository = session_repository(settings)
 klarna = klarna_client(settings)
 
 
+def _count(event: UnknownSessionEvent) -> None:
+    metrics.add_metric(name=event.value, unit=MetricUnit.Count, value=1)
+
+
+unknown_sessions = UnknownSessionReads(
+    state_repository(settings),
+    per_minute=settings.unknown_session_reads_per_minute,
+    report=_count,
+)
+
+
 @app.post("/callbacks/hpp")
 def receive_callback() -> Response[Any]:
+    klarna_retry = NO_RETRY.within(KLARNA_READ_ENDS_SECONDS)  # one attempt, over by then
     event = app.current_event
     query = event.query_string_parameters or {}
     # JSON logging escapes it; truncation keeps a hostile value from bloating every line.
     logger.append_keys(session_id=str(query.get("session_id", ""))[:128] or None)
     result = handle_callback(
         query,
-        event.decoded_body,
+        event.body,
+        base64_encoded=bool(event.is_base64_encoded),
         store=repository,
         klarna=klarna,
+        unknown=unknown_sessions,
+        klarna_retry=klarna_retry,
     )
     metrics.add_metric(name=f"Callback_{result.outcome}", unit=MetricUnit.Count, value=1)
     logger.info(

@@ -114,6 +114,8 @@ def _publish_metrics(report: PollRunReport) -> None:
         metrics.add_metric(name="PollErrors", unit=MetricUnit.Count, value=errors)
     for kind, count in report.errors.items():
         metrics.add_metric(name=f"PollErrors_{kind}", unit=MetricUnit.Count, value=count)
+    if refused := report.errors["KlarnaUrlRefused"]:  # the name every function counts these under
+        metrics.add_metric(name="KlarnaUrlRefused", unit=MetricUnit.Count, value=refused)
     if report.stopped is StopReason.KLARNA_AUTH_FAILED:
         metrics.add_metric(name="KlarnaAuthFailed", unit=MetricUnit.Count, value=1)
     elif report.stopped is StopReason.TIME_BUDGET:

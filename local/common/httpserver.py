@@ -107,6 +107,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # each part logs what matters to it, readably
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # The stock error page quotes what it could not parse (an unparseable request line, a header):
+        # that may hold a callback's secret. Answer with the status's own words only.
+        super().send_error(code)
+
     def setup(self) -> None:
         super().setup()
         self.server.owner._track(self.connection)
@@ -117,10 +122,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
         finally:
             self.server.owner._untrack(self.connection)
 
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
+    def __getattr__(self, name: str) -> Any:
+        # Every method, however odd, reaches the part's handler (the stock server answers one it has no
+        # do_<METHOD> for with 501): the gateway then answers as API Gateway does, 403 for no route.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
@@ -140,8 +141,11 @@ class FunctionRuntime:
         *,
         python: str = sys.executable,
         processes: ChildProcesses | None = None,
+        on_log_line: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
+        # Every line the function writes, as Lambda's log ingestion sees it (EMF lines become metrics).
+        self._on_log_line = on_log_line
         self.stats = RuntimeStats()
         self._python = python
         self._processes = processes or ChildProcesses()
@@ -334,6 +338,8 @@ class FunctionRuntime:
             line = raw.decode(errors="replace").rstrip()
             if line:
                 self._log.info("%s", render_log_line(line))
+                if self._on_log_line is not None:
+                    self._on_log_line(line)
         stream.close()
 
     def _finish(

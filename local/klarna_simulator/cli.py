@@ -83,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="DELETE sent here by merchant-disable journeys ({session_id} filled in)",
     )
+    parser.add_argument(
+        "--session-url-path",
+        default=defaults.session_url_path,
+        metavar="PATH",
+        help="where the API URLs a create returns point (default the documented /hpp/v1/sessions)",
+    )
+    parser.add_argument(
+        "--distribution-status", type=int, choices=(201, 204), default=defaults.distribution_status
+    )
     parser.add_argument("--username", default=defaults.username)
     parser.add_argument("--password", default=defaults.password)
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -100,6 +109,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         create_rate_limit=args.create_rate_limit,
         other_rate_limit=args.rate_limit,
         merchant_disable_url=args.merchant_disable_url,
+        session_url_path=args.session_url_path,
+        distribution_status=args.distribution_status,
     )
 
 

@@ -7,6 +7,9 @@ from typing import Any
 
 from local.klarna_simulator.chaos import ChaosProfile, chaos_profile
 from local.klarna_simulator.journeys import JourneyModel
+from local.klarna_simulator.klarna_api import SESSIONS_PATH
+
+_RESERVED_PATHS = ("/pay", "/_simulator", SESSIONS_PATH)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,13 @@ class SimulatorConfig:
     # Where a MERCHANT_DISABLE step sends `DELETE` ("{session_id}" is filled in), e.g. the tracker's
     # DELETE /sessions/{session_id}; without one the merchant disables at Klarna's own API.
     merchant_disable_url: str | None = None
+    # Where the API URLs a create returns point (session_url, distribution_url, ...). Klarna: "the
+    # structure of the URLs may change. Do not recreate URLs." Another path here (e.g. /hpp/v2/s) shows a
+    # client uses what it was given: a session created then is served there only, and the documented
+    # form answers 404 for it.
+    session_url_path: str = SESSIONS_PATH
+    # Distribution's success answer: Klarna documents both 201 and 204.
+    distribution_status: int = 201
     workers: int = 16
 
     def __post_init__(self) -> None:
@@ -45,6 +55,21 @@ class SimulatorConfig:
             raise ValueError("callback_attempts must be at least 1")
         if not 0 <= self.think_time[0] <= self.think_time[1]:
             raise ValueError("think_time must be (min, max) with 0 <= min <= max")
+        if self.distribution_status not in (201, 204):
+            raise ValueError("distribution_status must be 201 or 204")
+        self._check_session_url_path()
+
+    def _check_session_url_path(self) -> None:
+        path = self.session_url_path
+        reserved = path != SESSIONS_PATH and any(
+            path == taken or path.startswith(f"{taken}/") or taken.startswith(f"{path}/")
+            for taken in _RESERVED_PATHS
+        )
+        if not path.startswith("/") or path.endswith("/") or "?" in path or "#" in path or reserved:
+            raise ValueError(
+                "session_url_path must be a path like /hpp/v2/s: starting with /, not ending with /, "
+                "apart from /pay, /_simulator and /hpp/v1/sessions"
+            )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -62,4 +87,6 @@ class SimulatorConfig:
             "create_rate_limit": self.create_rate_limit,
             "other_rate_limit": self.other_rate_limit,
             "merchant_disable_url": self.merchant_disable_url,
+            "session_url_path": self.session_url_path,
+            "distribution_status": self.distribution_status,
         }

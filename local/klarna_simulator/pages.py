@@ -6,8 +6,9 @@ from __future__ import annotations
 import html
 from typing import Any
 
-# What a consumer can do on the page; the control API also accepts statuses Klarna may add later.
-CONSUMER_ACTIONS = ("IN_PROGRESS", "FAILED", "BACK", "ERROR", "CANCELLED", "COMPLETED")
+# What a consumer can do on the page (MANUAL_ID_CHECK: an in-store identity check, not final); the
+# control API also accepts statuses Klarna may add later.
+CONSUMER_ACTIONS = ("IN_PROGRESS", "MANUAL_ID_CHECK", "FAILED", "BACK", "ERROR", "CANCELLED", "COMPLETED")
 
 
 def payment_page(body: dict[str, Any]) -> str:

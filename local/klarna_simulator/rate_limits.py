@@ -1,6 +1,7 @@
 """Klarna's rate limits (docs.klarna.com/api/rate-limit/): per merchant, per second, one budget for
-creating sessions and one for every other call; only authenticated calls count. Over a limit Klarna
-answers 429 with `X-Ratelimit-Limit`, `X-Ratelimit-Remaining` and `X-Ratelimit-Reset` (seconds).
+creating sessions and one for every other call; only authenticated calls count. Every answer carries
+`X-Ratelimit-Limit` (in Klarna's form, `40, 40;w=1`: the limit, then the policy of that many per one-second
+window), `X-Ratelimit-Remaining` and `X-Ratelimit-Reset` (seconds); over a limit the answer is 429.
 
 The limits can change while the simulator runs (a test turns one down, then back up).
 """
@@ -17,9 +18,9 @@ OTHER = "other"  # Read, Disable, Distribution
 
 
 def rate_limit_headers(limit: int, remaining: int = 0, reset: int = 1) -> dict[str, str]:
-    """The headers Klarna sends with a 429."""
+    """The headers Klarna sends with every answer (a 429's: `remaining` 0)."""
     return {
-        "X-Ratelimit-Limit": str(limit),
+        "X-Ratelimit-Limit": f"{limit}, {limit};w=1",
         "X-Ratelimit-Remaining": str(remaining),
         "X-Ratelimit-Reset": str(reset),
     }
@@ -59,13 +60,20 @@ class RateLimiter:
 
     def count(self, kind: str) -> Quota:
         """Count one call of this kind in the current one-second window."""
+        return self._window(kind, calls=1)
+
+    def peek(self, kind: str) -> Quota:
+        """The current one-second window of this kind, counting nothing (for an answer's headers)."""
+        return self._window(kind, calls=0)
+
+    def _window(self, kind: str, *, calls: int) -> Quota:
         now = time.monotonic()
         second = math.floor(now)
         with self._lock:
             window, used = self._windows.get(kind, (second, 0))
             if window != second:
                 used = 0
-            used += 1
+            used += calls
             self._windows[kind] = (second, used)
             limit = self._limits[kind]
         return Quota(limit, used, max(1, math.ceil(second + 1 - now)))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from local.klarna_simulator.clock import format_timestamp
+from local.klarna_simulator.klarna_api import KLARNA_CHECKOUT_PATH, SESSIONS_PATH
 
 if TYPE_CHECKING:
     import random
@@ -102,6 +103,8 @@ class SimSession:
     merchant_urls: dict[str, str]
     journey: Journey | None
     options: dict[str, Any] = field(default_factory=dict)
+    # The path its API URLs are under (session_url = {base}{api_path}/{session_id}).
+    api_path: str = SESSIONS_PATH
     payment_session_url: str | None = None
     profile_id: str | None = None
     authorization_token: str | None = None
@@ -118,6 +121,13 @@ class SimSession:
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    @property
+    def completes_with_order(self) -> bool:
+        """COMPLETED carries an order_id and klarna_reference (not an authorization_token): with
+        PLACE_ORDER / CAPTURE_ORDER, and for a Klarna Checkout order."""
+        kco = self.payment_session_url is not None and KLARNA_CHECKOUT_PATH in self.payment_session_url
+        return self.place_order_mode != "NONE" or kco
 
     def expired(self, now: datetime) -> bool:
         return now > self.expires_at

@@ -7,12 +7,14 @@ run it with manual journeys and drive it through its test API.
         ...  # point the tracker at klarna.url with klarna.config.username / password
         truth = klarna.truth()  # what really happened to every session
 
-Klarna's API: Create Session (`POST /hpp/v1/sessions`, 201), Read Session (`GET session_url`, 200) and
-Disable Session (`DELETE session_url`, 204), HTTP Basic auth, errors as
+Klarna's API: Create Session (`POST /hpp/v1/sessions`, 201; its body checked as Klarna's OpenAPI says,
+`options` enums included), Read Session (`GET session_url`, 200), Disable Session (`DELETE session_url`,
+204) and Distribution (`POST distribution_url`, 201 or 204), HTTP Basic auth, errors as
 `{"error_code", "error_messages", "correlation_id"}`, 404 once a session has expired, per-second rate
-limits answered with 429 and `X-Ratelimit-Limit/Remaining/Reset`. The other URLs a create returns work
-too: `redirect_url` is a page where a person can play the consumer, `qr_code_url` an image,
-`distribution_url` accepts distribution requests.
+limits with `X-Ratelimit-Limit/Remaining/Reset` on every answer (429 over the limit). A create's API
+URLs point under `session_url_path` (the documented path unless configured otherwise: a session is
+served at the URLs it was given). `redirect_url` is a page where a person can play the consumer,
+`qr_code_url` an image.
 
 The test API (in-process; the same over HTTP under `/_simulator/`, see control.py):
 - sessions: `add_session` (seed one in any state), `act` (move it as its consumer would; its callback
@@ -22,7 +24,7 @@ The test API (in-process; the same over HTTP under `/_simulator/`, see control.p
   any status), `remove_fault`, `clear_faults`, `faults`;
 - the merchant API's request log: `requests`, `requests_to`, `wait_for_requests`, `clear_requests`;
 - time and limits: `clock` (pass `clock=` a time source to move time yourself; `clock.offset` puts
-  Klarna's clock ahead), `set_rate_limits`, `set_chaos`;
+  Klarna's clock ahead), `set_rate_limits`, `set_chaos`, `set_session_url_path`;
 - without HTTP: `in_process_pool()` (before `start()`, the simulator's URL is IN_PROCESS_URL);
 - `errors`: what went wrong inside the simulator itself (a test can assert there was nothing).
 """
@@ -36,6 +38,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
@@ -52,10 +55,10 @@ from local.klarna_simulator.config import SimulatorConfig
 from local.klarna_simulator.in_process import InProcessPool
 from local.klarna_simulator.journeys import MERCHANT_DISABLE, session_rng
 from local.klarna_simulator.klarna_api import (
-    DISTRIBUTION_METHODS,
     SESSIONS_PATH,
     Rejected,
     check_create_request,
+    check_distribution_request,
     created_body,
     credentials_match,
     default_error_code,
@@ -137,6 +140,10 @@ class KlarnaSimulator(Startable):
         self._rate_limits = RateLimiter(
             create=self.config.create_rate_limit, other=self.config.other_rate_limit
         )
+        # Where new sessions' API URLs point, and every path handed out so far (each session is served
+        # under its own).
+        self._session_url_path = self.config.session_url_path
+        self._api_paths = dict.fromkeys((SESSIONS_PATH, self._session_url_path))
         self._faults = FaultScript()
         self._requests = RequestLog()
         self._tasks = TaskScheduler(workers=self.config.workers, name="klarna-sim")
@@ -184,7 +191,11 @@ class KlarnaSimulator(Startable):
         return {"Authorization": f"Basic {token}"}
 
     def session_url(self, session_id: str) -> str:
-        return f"{self.url}{SESSIONS_PATH}/{session_id}"
+        """The session's `session_url`: where it is served (the documented form for a seeded one)."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+            api_path = session.api_path if session is not None else SESSIONS_PATH
+        return f"{self.url}{api_path}/{session_id}"
 
     # -- sessions: seed, move, look ---------------------------------------------------------------
 
@@ -368,6 +379,14 @@ class KlarnaSimulator(Startable):
         self.chaos = chaos
         _log.info("chaos profile now %s", chaos.name)
 
+    def set_session_url_path(self, path: str) -> None:
+        """Where the API URLs of sessions created from now on point (`session_url_path`); sessions
+        created before stay where they are. ValueError for a path the configuration would refuse."""
+        replace(self.config, session_url_path=path)  # the configuration's own check
+        with self._lock:
+            self._session_url_path = path
+            self._api_paths[path] = None
+
     def set_rate_limits(self, *, create: int | None = None, other: int | None = None) -> None:
         """Klarna's per-second limits from now on; one left out goes back to the configured value."""
         self._rate_limits.set_limits(create=create, other=other)
@@ -421,7 +440,7 @@ class KlarnaSimulator(Startable):
                 setattr(session, name, value)
             return
         rng = session.rng
-        if session.place_order_mode == "NONE":
+        if not session.completes_with_order:
             session.authorization_token = seeded_uuid(rng)
         else:
             session.order_id = seeded_uuid(rng)
@@ -542,14 +561,25 @@ class KlarnaSimulator(Startable):
         fault = self._faults.take(request.method, request.path)
         if fault is not None:
             return self._scripted(fault, request, path, correlation_id)
-        return self._merchant_api(request, path)
+        return self._klarnas_answer(request, path, correlation_id)
+
+    def _klarnas_answer(self, request: Request, path: str, correlation_id: str) -> Response:
+        """Klarna's own answer, with its rate-limit headers (every answer has them, not only a 429)."""
+        try:
+            response = self._merchant_api(request, path)
+        except Rejected as rejected:
+            response = rejected.response(correlation_id)
+        sent = {name.lower() for name, _ in response.headers}
+        quota = self._rate_limits.peek(CREATE if path == SESSIONS_PATH else OTHER)
+        response.headers.extend(header for header in quota.headers() if header[0].lower() not in sent)
+        return response
 
     def _scripted(self, fault: Fault, request: Request, path: str, correlation_id: str) -> Response | None:
         # Event.wait, not sleep: stop() must not wait for scripted delays to run out.
         if (fault.delay > 0 and self._stopping.wait(fault.delay)) or fault.disconnect:
             return None  # drops the connection without answering
         if fault.status is None:
-            return self._merchant_api(request, path)
+            return self._klarnas_answer(request, path, correlation_id)
         code = default_error_code(fault.status)
         error = {"error_code": code, "error_messages": [code], "correlation_id": correlation_id}
         return fault.response(fault.status, error)
@@ -558,17 +588,23 @@ class KlarnaSimulator(Startable):
         if path == SESSIONS_PATH:
             self._admit(request, CREATE, "POST")
             return self._create(request)
-        if path.startswith(SESSIONS_PATH + "/"):
-            quoted_id, _, rest = path[len(SESSIONS_PATH) + 1 :].partition("/")
-            session_id = unquote(quoted_id)
-            if not rest:
-                self._admit(request, OTHER, "GET", "DELETE")
-                return (
-                    self._read(session_id) if request.method == "GET" else self._disable_request(session_id)
-                )
-            if rest == "distribution":
-                self._admit(request, OTHER, "POST")
-                return self._distribute(session_id, request)
+        with self._lock:
+            api_paths = list(self._api_paths)
+        for api_path in api_paths:
+            if path.startswith(api_path + "/"):
+                quoted_id, _, rest = path[len(api_path) + 1 :].partition("/")
+                return self._session_api(request, api_path, unquote(quoted_id), rest)
+        raise Rejected(404, "NOT_FOUND", "No such resource")
+
+    def _session_api(self, request: Request, api_path: str, session_id: str, rest: str) -> Response:
+        """A session's own URLs: `session_url` (GET, DELETE) and its `distribution_url` (POST)."""
+        if not rest:
+            self._admit(request, OTHER, "GET", "DELETE")
+            session = self._live(session_id, api_path)
+            return self._read(session) if request.method == "GET" else self._disable_request(session)
+        if rest == "distribution":
+            self._admit(request, OTHER, "POST")
+            return self._distribute(self._live(session_id, api_path), request)
         raise Rejected(404, "NOT_FOUND", "No such resource")
 
     def _admit(self, request: Request, kind: str, *methods: str) -> None:
@@ -585,11 +621,16 @@ class KlarnaSimulator(Startable):
     def _authorized(self, request: Request) -> bool:
         return credentials_match(request.header("Authorization"), self.config.username, self.config.password)
 
-    def _live(self, session_id: str) -> SimSession:
-        """The session, or Klarna's 404 when it is unknown or expired (Klarna does not say which)."""
+    def _live(self, session_id: str, api_path: str | None = None) -> SimSession:
+        """The session, or Klarna's 404 when it is unknown or expired (Klarna does not say which), or
+        asked for under another path than the one its URLs were given under."""
         with self._lock:
             session = self._sessions.get(session_id)
-            if session is None or session.expired(self.clock.now()):
+            if (
+                session is None
+                or session.expired(self.clock.now())
+                or (api_path is not None and api_path != session.api_path)
+            ):
                 raise Rejected(404, "NOT_FOUND", "Session not found or expired")
             return session
 
@@ -619,6 +660,7 @@ class KlarnaSimulator(Startable):
                 merchant_urls=dict(payload.get("merchant_urls") or {}),
                 journey=journey,
                 options=options,
+                api_path=self._session_url_path,
                 payment_session_url=payload["payment_session_url"],
                 profile_id=payload.get("profile_id"),
             )
@@ -631,11 +673,11 @@ class KlarnaSimulator(Startable):
         )
         self._schedule_next_step(session)
         expires_at = format_timestamp(session.expires_at)
-        return Response.json(201, created_body(self.url, session_id, expires_at, rng))
+        body = created_body(self.url, session.api_path, session_id, expires_at, rng)
+        return Response.json(201, body)
 
-    def _read(self, session_id: str) -> Response:
-        session = self._live(session_id)  # unknown/expired first: chaos on a 404 would hide it
-        self._read_chaos()
+    def _read(self, session: SimSession) -> Response:
+        self._read_chaos()  # after the 404 for an unknown or expired session: chaos would hide it
         with self._lock:
             return Response.json(200, session.read_body())
 
@@ -662,25 +704,24 @@ class KlarnaSimulator(Startable):
         with self._lock:
             self._reads[outcome] += 1
 
-    def _disable_request(self, session_id: str) -> Response:
-        self._disable(self._live(session_id), source="merchant_api")
+    def _disable_request(self, session: SimSession) -> Response:
+        self._disable(session, source="merchant_api")
         return Response(204)
 
-    def _distribute(self, session_id: str, request: Request) -> Response:
-        session = self._live(session_id)
+    def _distribute(self, session: SimSession, request: Request) -> Response:
+        """Send the payment link (201 or 204, as configured). The contact data is kept nowhere (the
+        request log, for tests, has the request as received) and never logged."""
         try:
-            payload = request.json()
+            payload = check_distribution_request(request.json())
         except ValueError:
             raise Rejected(400, "BAD_VALUE", "Request body is not valid JSON") from None
-        if not isinstance(payload, dict) or payload.get("method") not in DISTRIBUTION_METHODS:
-            raise Rejected(400, "BAD_VALUE", "method must be one of: email, sms, token")
-        if not isinstance(payload.get("contact_information"), dict):
-            raise Rejected(400, "BAD_VALUE", "Missing required field: contact_information")
         with self._lock:
-            session.distributions.append(
-                {"method": payload["method"], "at": format_timestamp(self.clock.now())}
-            )
-        return Response(200)
+            if session.status == "DISABLED":
+                raise Rejected(400, "INVALID_OPERATION", "The session is disabled by merchant")
+            sent = {"method": payload["method"], "at": format_timestamp(self.clock.now())}
+            session.distributions.append(sent)
+        _log.info("session %s: payment link sent by %s", session.session_id[:8], payload["method"])
+        return Response(self.config.distribution_status)
 
     # -- the consumer's page ------------------------------------------------------------------------
 

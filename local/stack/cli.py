@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         "one fault rate, e.g. dynamodb_throttle_rate=0.1 or put_events_failure_rate=0.3",
     )
     add_run_options(parser.add_argument_group("Klarna simulator"))
+    parser.add_argument(
+        "--ready-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the ready line to FILE (removed when the stack stops); hpp-tracker --local reads it",
+    )
     parser.add_argument("--template", type=Path, default=TEMPLATE_PATH)
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
@@ -101,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     configure_logging(args.log_level)
     with StopSignals(lambda received: _stop(stack, received)):
-        return run(stack)
+        return run(stack, ready_file=args.ready_file)
 
 
 def _stop(stack: LocalStack, received: signal.Signals) -> None:
@@ -109,8 +116,9 @@ def _stop(stack: LocalStack, received: signal.Signals) -> None:
     stack.stop()
 
 
-def run(stack: LocalStack) -> int:
-    """Start the stack, print the ready line, and keep it running until it is stopped or an emulator exits."""
+def run(stack: LocalStack, *, ready_file: Path | None = None) -> int:
+    """Start the stack, print the ready line (and write it to `ready_file`), and keep it running until it is
+    stopped or an emulator exits."""
     try:
         ready = stack.start()
     except StackStopped:
@@ -119,7 +127,10 @@ def run(stack: LocalStack) -> int:
         _log.error("the local stack did not start: %s", error)
         return 1
     try:
-        print(json.dumps(ready), flush=True)
+        line = json.dumps(ready)
+        if ready_file is not None:
+            _write_ready_file(ready_file, line)
+        print(line, flush=True)
         _log.info("ready; Ctrl-C stops everything")
         while not stack.stopped.wait(1.0):
             problem = stack.healthy()
@@ -129,3 +140,12 @@ def run(stack: LocalStack) -> int:
         return 0
     finally:
         stack.stop()
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
+
+
+def _write_ready_file(path: Path, line: str) -> None:
+    """The whole line or nothing: a reader polling for the file never sees half of it."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(line + "\n", encoding="utf-8")
+    partial.replace(path)

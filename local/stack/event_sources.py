@@ -103,6 +103,7 @@ def stream_pumps(
                     region=options.region,
                     poll_interval=options.pump_poll_interval,
                     retry_delay=options.pump_retry_delay,
+                    max_retry_delay=options.pump_max_retry_delay,
                 )
             )
     return pumps

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from local.emulators.runtime import FunctionConfig
-from local.stack.options import FAKE_KEY, StackOptions
+from local.stack.options import FAKE_KEY, LOCAL_ENVIRONMENT, StackOptions
 from local.template import LAYER_TYPE, FunctionSpec, Resolver, Template, TemplateError, environment_strings
 
 _log = logging.getLogger("local.stack")
@@ -40,6 +40,7 @@ def function_config(spec: FunctionSpec, context: FunctionContext) -> FunctionCon
     environment = {
         **_runtime_environment(context, [code_dir, *_layer_paths(spec, context)]),
         **_logging_environment(logging_config),
+        **LOCAL_ENVIRONMENT,
         **_template_environment(spec, context),
         **{name: context.with_api_url(value) for name, value in context.options.environment.items()},
     }

@@ -15,6 +15,10 @@ KLARNA_SECRET_PARAMETER = "KlarnaCredentialsSecretArn"
 # ... and this one the local API's URL: the sessions API builds Klarna's status_update URLs on it (on AWS
 # they come from the request's execute-api domain, which the local gateway does not have).
 CALLBACK_BASE_URL_PARAMETER = "CallbackBaseUrl"
+# That URL is the local gateway's plain http://127.0.0.1 one, which the sessions function refuses (Klarna
+# calls back over HTTPS only) unless told otherwise: the stack tells every function it runs, explicitly.
+# The template never sets it, so no deployment can inherit it.
+LOCAL_ENVIRONMENT = {"ALLOW_HTTP_CALLBACK_BASE_URL": "true"}
 # In --param and --env values, replaced by the local API's URL (stage included) once the gateway listens.
 API_URL_PLACEHOLDER = "{api_url}"
 FAKE_KEY = "local"  # the emulators accept any credentials
@@ -27,6 +31,9 @@ READY_KEYS = (
     "event_bus_name",
     "events_queue_url",
     "klarna_url",
+    "region",
+    # The template's Outputs as the local stack resolves them (hpp-tracker --local reads these).
+    "outputs",
 )
 
 
@@ -48,6 +55,7 @@ class StackOptions:
     account: str = "123456789012"  # moto's default account
     pump_poll_interval: float = 0.25
     pump_retry_delay: float = 0.2
+    pump_max_retry_delay: float = 5.0  # the retries' delay doubles up to this
 
     def arn(self, service: str, resource: str) -> str:
         """An ARN in the stack's region and account."""

@@ -29,6 +29,7 @@ from local.common.lifecycle import ChildProcesses, Startable
 from local.emulators.dynamodb_local import DynamoDBLocal
 from local.emulators.fault_proxy import FaultProxy
 from local.emulators.gateway import Gateway
+from local.emulators.metrics import CloudWatchMetrics
 from local.emulators.moto_process import MotoError, MotoProcess
 from local.emulators.runtime import FunctionRuntime, InvokeResult, lambda_error
 from local.emulators.scheduler import Scheduler
@@ -46,7 +47,16 @@ from local.stack.options import (
     StackOptions,
 )
 from local.stack.provisioning import Provisioner
-from local.template import BUS_TYPE, TABLE_TYPE, FunctionSpec, LocalValues, Resolver, Template
+from local.template import (
+    BUS_TYPE,
+    TABLE_TYPE,
+    FunctionSpec,
+    LocalValues,
+    Resolver,
+    Template,
+    TemplateError,
+    as_string,
+)
 
 _log = logging.getLogger("local.stack")
 _CLIENT_CONFIG = Config(
@@ -74,6 +84,7 @@ class LocalStack(Startable):
         self.runtimes: dict[str, FunctionRuntime] = {}
         self.pumps: list[StreamPump] = []
         self.scheduler: Scheduler | None = None
+        self.metrics: CloudWatchMetrics | None = None
         self.values = LocalValues()
         self.resources = Provisioner(self.template, self.options, self.values, self.client)
         self.ready: dict[str, Any] = {}
@@ -143,6 +154,7 @@ class LocalStack(Startable):
         steps: list[Callable[[], None]] = [source.stop for source in sources]
         steps += [component.stop for component in (self.gateway, self.simulator) if component is not None]
         steps += [runtime.stop for runtime in self.runtimes.values()]
+        steps += [self.metrics.stop] if self.metrics is not None else []
         steps += [proxy.stop for proxy in self.proxies]
         return [*steps, self.moto.stop, self.dynamodb.stop]
 
@@ -270,8 +282,12 @@ class LocalStack(Startable):
             with_api_url=self._with_api_url,
         )
         configs = [function_config(spec, context) for spec in self.functions]
+        self.metrics = CloudWatchMetrics(self.client("cloudwatch")).start()
         self.runtimes = {
-            config.logical_id: FunctionRuntime(config, processes=self.processes) for config in configs
+            config.logical_id: FunctionRuntime(
+                config, processes=self.processes, on_log_line=self.metrics.line
+            )
+            for config in configs
         }
         # Cold starts in parallel: each is a Python process importing boto3 and Powertools.
         with ThreadPoolExecutor(max_workers=max(1, len(self.runtimes))) as pool:
@@ -305,8 +321,26 @@ class LocalStack(Startable):
             "event_bus_name": self.resources.first_ref(BUS_TYPE),
             "events_queue_url": self.resources.events_queue_url,
             "klarna_url": self._klarna_url,
+            "region": self.options.region,
+            "outputs": self._outputs(),
         }
         return {key: values[key] for key in READY_KEYS}
+
+    def _outputs(self) -> dict[str, str]:
+        """The template's Outputs with their local values, as `DescribeStacks` gives a deployed stack's
+        (what the recovery CLI reads); an output that names something the stack does not run is left out."""
+        resolver = self._resolver()
+        outputs = {}
+        for name, output in (self.template.document.get("Outputs") or {}).items():
+            if "Condition" in output and not resolver.condition(str(output["Condition"])):
+                continue
+            try:
+                value = resolver.resolve(output["Value"])
+            except (TemplateError, KeyError) as error:
+                _log.debug("output %s has no local value: %s", name, error)
+                continue
+            outputs[name] = self._local_urls(as_string(value))
+        return outputs
 
     # -- values ----------------------------------------------------------------------------------
 

@@ -3,9 +3,11 @@ driven by the Klarna simulator (under chaos), reconciled by the poller, publishe
 must end equal to what really happened at Klarna, and nothing may be left running."""
 
 import json
+import logging
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,8 +18,9 @@ import pytest
 import urllib3
 
 from local.demo import COMPLETED_EVENT, DEMO_ENVIRONMENT, EventsCollector
-from local.klarna_simulator import SimulatorConfig
+from local.klarna_simulator import SESSIONS_PATH, SimulatorConfig
 from local.stack import LocalStack, StackOptions
+from tests.support.klarna import MOVED_SESSIONS_PATH
 from tests.support.processes import command_line, descendants, wait_gone
 
 pytestmark = pytest.mark.e2e
@@ -111,8 +114,13 @@ def test_a_demo_that_cannot_converge_in_time_exits_non_zero_and_says_so(tmp_path
 def stack() -> Iterator[LocalStack]:
     options = StackOptions(
         port=0,
+        # Klarna hands out URLs under another path than the documented one: every test below shows the
+        # tracker's functions (sessions, callback, poller) use the URLs they were given.
         simulator=SimulatorConfig(
-            journeys="manual", session_lifetime=SESSION_LIFETIME, callback_retry_delay=0.2
+            journeys="manual",
+            session_lifetime=SESSION_LIFETIME,
+            callback_retry_delay=0.2,
+            session_url_path=MOVED_SESSIONS_PATH,
         ),
         poll_interval=1.0,
         environment=dict(DEMO_ENVIRONMENT),
@@ -266,3 +274,89 @@ def test_a_session_nobody_finishes_ends_expired_through_the_poller(stack: LocalS
     expired = wait_for_status(stack, session_id, "EXPIRED", timeout=SESSION_LIFETIME + 60)
     assert expired["last_source"] != "callback"
     assert simulator(stack).session_truth(session_id)["final_status"] == "EXPIRED"
+
+
+# ------------------------------------------------------------------ what merchants do with a session
+
+
+class StackLog(logging.Handler):
+    """Every line the local stack logs (its components' and the functions' own output), as shown."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def stack_log() -> Iterator[StackLog]:
+    root = logging.getLogger("local")
+    handler, level = StackLog(), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def keyed_create(stack: LocalStack, key: str, body: dict[str, Any]) -> Any:
+    return HTTP.request(
+        "POST",
+        stack.ready["api_url"] + "/sessions",
+        body=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Idempotency-Key": key},
+    )
+
+
+def test_an_idempotent_create_sent_twice_creates_one_klarna_session_and_a_reused_key_is_refused(
+    stack: LocalStack,
+) -> None:
+    key = f"order-{uuid.uuid4()}"
+    body = {"payment_session_url": KP_SESSION_URL, "options": {"place_order_mode": "NONE"}}
+    creates_before = klarna_creates(stack)
+    first, second = keyed_create(stack, key, body), keyed_create(stack, key, body)
+    assert (first.status, second.status) == (201, 201), (first.data, second.data)
+    assert first.json()["session_id"] == second.json()["session_id"]
+    assert (first.headers["Idempotent-Replayed"], second.headers["Idempotent-Replayed"]) == ("false", "true")
+    assert klarna_creates(stack) == creates_before + 1
+
+    reused = keyed_create(stack, key, {**body, "options": {"place_order_mode": "PLACE_ORDER"}})
+    assert (reused.status, reused.json()["error"]["code"]) == (422, "idempotency_key_reused")
+    assert klarna_creates(stack) == creates_before + 1
+
+
+def klarna_creates(stack: LocalStack) -> int:
+    return sum(request.path == SESSIONS_PATH for request in simulator(stack).requests_to("POST"))
+
+
+def test_a_payment_link_sent_through_the_stack_reaches_klarna_with_the_merchants_body_and_no_log_has_it(
+    stack: LocalStack, stack_log: StackLog
+) -> None:
+    session_id = create_session(stack)
+    created = api(stack, "GET", f"/sessions/{session_id}").json()
+    email = {"method": "email", "contact_information": {"email": "anna.andersson@example.com"}}
+    sms = {"method": "sms", "contact_information": {"phone": "+46701740633", "phone_country": "SE"}}
+    for body in (email, sms):
+        response = api(stack, "POST", f"/sessions/{session_id}/distribution", body)
+        assert response.status == 204, response.data
+    sent = simulator(stack).requests_to("POST", urlsplit(created["distribution_url"]).path)
+    assert [request.json for request in sent] == [email, sms]
+    methods = [change["method"] for change in simulator(stack).session_truth(session_id)["distributions"]]
+    assert methods == ["email", "sms"]
+
+    bad = api(
+        stack,
+        "POST",
+        f"/sessions/{session_id}/distribution",
+        {**sms, "contact_information": {"phone": "+46701740633"}},
+    )
+    assert bad.status == 400 and "+46701740633" not in bad.data.decode()
+    log = stack_log.text()
+    assert "payment link sent" in log, "the capture sees the functions' own lines"
+    for contact in ("anna.andersson@example.com", "anna.andersson", "+46701740633", "46701740633"):
+        assert contact not in log

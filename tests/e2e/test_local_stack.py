@@ -26,6 +26,7 @@ from hpp_core.repository import SessionRepository
 from hpp_core.timestamps import parse_timestamp
 from local.stack import READY_KEYS
 from local.template import Template
+from ops.target import REQUIRED_OUTPUTS
 from tests.support.processes import alive, command_line, descendants, wait_gone
 
 pytestmark = pytest.mark.e2e
@@ -86,9 +87,16 @@ def stop_stack(stack: RunningStack, sig: int = signal.SIGTERM) -> int:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="module")
+def stack(stack_dir: Path) -> Iterator[RunningStack]:
     running = start_stack(
-        tmp_path_factory.mktemp("stack"),
+        stack_dir,
+        "--ready-file",
+        str(stack_dir / "ready.json"),
         "--journeys",
         "manual",
         "--callback-retry-delay",
@@ -155,6 +163,39 @@ def test_the_ready_line_names_every_local_endpoint(stack: RunningStack) -> None:
     has_bus = bool(template.of_type("AWS::Events::EventBus"))
     assert (ready["event_bus_name"] is not None) == has_bus
     assert (ready["events_queue_url"] is not None) == has_bus
+
+
+def test_the_ready_file_holds_the_ready_line_with_every_output_of_the_template(
+    stack: RunningStack, stack_dir: Path
+) -> None:
+    assert json.loads((stack_dir / "ready.json").read_text()) == stack.ready
+    ready, outputs = stack.ready, stack.ready["outputs"]
+    declared = Template.load().document["Outputs"]
+    assert REQUIRED_OUTPUTS <= set(outputs) <= set(declared), "every output the recovery CLI reads"
+    for name in set(declared) - set(outputs):
+        # Left out: an attribute of a resource the stack does not run (its placeholder has only an Arn).
+        value = declared[name]["Value"]
+        assert "Fn::GetAtt" in value and value["Fn::GetAtt"][1] != "Arn", (name, value)
+    assert outputs["CallbackUrl"] == f"{ready['api_url']}/callbacks/hpp"
+    assert outputs["SessionsUrl"] == f"{ready['api_url']}/sessions"
+    assert (outputs["SessionsTableName"], outputs["EventBusName"]) == (
+        ready["table_name"],
+        ready["event_bus_name"],
+    )
+    assert outputs["KlarnaApiUrl"] == ready["klarna_url"]
+    # They name the local resources: what `hpp-tracker --local` reaches with them.
+    local = {"endpoint_url": ready["aws_endpoint_url"], "region_name": ready["region"]}
+    stream = dynamodb(stack).describe_table(TableName=outputs["SessionsTableName"])["Table"][
+        "LatestStreamArn"
+    ]
+    assert outputs["SessionsTableStreamArn"] == stream
+    dynamodb(stack).describe_table(TableName=outputs["StateTableName"])
+    boto3.client("sqs", **local).get_queue_attributes(QueueUrl=outputs["PublisherFailureQueueUrl"])
+    boto3.client("events", **local).describe_archive(ArchiveName=outputs["EventArchiveName"])
+    secret = boto3.client("secretsmanager", **local).get_secret_value(
+        SecretId=outputs["KlarnaCredentialsSecretArn"]
+    )
+    assert set(json.loads(secret["SecretString"])) == {"username", "password"}
 
 
 def test_a_klarna_callback_to_the_sessions_status_update_url_is_applied(stack: RunningStack) -> None:
@@ -240,7 +281,8 @@ def test_a_signal_at_any_moment_stops_everything_within_five_seconds(
     tmp_path: Path, after_line: str | None, sig: signal.Signals
 ) -> None:
     delay = random.uniform(0.0, 0.5)
-    stack = launch_stack(tmp_path, "--journeys", "manual")
+    ready_file = tmp_path / "ready.json"
+    stack = launch_stack(tmp_path, "--journeys", "manual", "--ready-file", str(ready_file))
     seen = _wait_for_line(stack, after_line, timeout=120)
     time.sleep(delay)
 
@@ -261,6 +303,7 @@ def test_a_signal_at_any_moment_stops_everything_within_five_seconds(
         raise AssertionError(f"still running 30 s after {where}")
     assert took <= STOP_WITHIN_SECONDS, f"exited {took:.1f} s after {where}"
     assert left == set(), ([command_line(pid) for pid in left], where)
+    assert not ready_file.exists(), f"a stopped stack leaves no ready file ({where})"
     if after_line is None:  # maybe before its handlers were installed: then the signal's default action
         assert stack.process.returncode in (0, -sig), where
     else:

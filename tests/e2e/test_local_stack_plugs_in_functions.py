@@ -131,6 +131,11 @@ TEMPLATE = textwrap.dedent(
             Every:
               Type: ScheduleV2
               Properties: {ScheduleExpression: rate(1 minute)}
+    Outputs:
+      BusName: {Value: !Ref Bus}
+      DlqUrl: {Value: !Ref Dlq}
+      ItemsUrl: {Value: !Sub "https://${Api}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${Stage}/items"}
+      AlarmQueueUrl: {Condition: HasAlarmEmail, Value: !Ref AlarmQueue}
     """
 )
 
@@ -241,6 +246,14 @@ def test_every_resource_of_the_template_exists_locally(stack: LocalStack) -> Non
     ready = stack.ready
     assert set(ready) == set(READY_KEYS)
     assert all(ready[key] for key in READY_KEYS)
+    # The template's outputs with their local values; one whose Condition is false is left out.
+    assert ready["outputs"] == {
+        "BusName": "plugin-bus",
+        "DlqUrl": next(
+            url for url in aws(stack, "sqs").list_queues()["QueueUrls"] if url.endswith("/plugin-Dlq")
+        ),
+        "ItemsUrl": f"{ready['api_url']}/items",
+    }
     assert ready["event_bus_name"] == "plugin-bus"
     table = aws(stack, "dynamodb").describe_table(TableName=ready["table_name"])["Table"]
     assert [index["IndexName"] for index in table["GlobalSecondaryIndexes"]] == ["due-index"]

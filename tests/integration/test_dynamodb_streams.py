@@ -6,25 +6,20 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
 import pytest
 from aws_lambda_powertools.utilities.parser.models import DynamoDBStreamModel
 
 from hpp_core.models import KlarnaSession, StatusUpdate
 from hpp_core.repository import SessionRepository
 from local.emulators.dynamodb_streams import StreamReader, lambda_event
+from tests.support.dynamodb_local import stream_clients
 from tests.support.lambda_runtime import load_event
 from tests.support.template import create_table
 
 
 @pytest.fixture(params=["dynamodb_local", "moto"])
 def table(request: pytest.FixtureRequest, moto_server: Any) -> Iterator[tuple[Any, Any, str]]:
-    if request.param == "dynamodb_local":
-        local = request.getfixturevalue("dynamodb_local")
-        dynamodb, streams = local.client(), local.streams_client()
-    else:
-        dynamodb = boto3.client("dynamodb", endpoint_url=moto_server.endpoint_url)
-        streams = boto3.client("dynamodbstreams", endpoint_url=moto_server.endpoint_url)
+    dynamodb, streams = stream_clients(request.param, request, moto_server)
     name = f"sessions-{uuid.uuid4().hex[:12]}"
     create_table(dynamodb, "SessionsTable", name)
     yield dynamodb, streams, name

@@ -84,3 +84,56 @@ def test_a_burst_of_connections_waits_to_be_accepted_instead_of_being_dropped():
         for client in clients:
             client.close()
         server.server_close()
+
+
+SECRET = "cb-secret-6f1d2a9e"
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        # An unencoded space: the stock page quoted the whole line ("Bad request syntax (...)").
+        f"POST /prod/callbacks/hpp?session_id=s 1&secret={SECRET} HTTP/1.1",
+        # The stock page quoted the "version" ("Bad request version (...)").
+        f"POST /prod/callbacks/hpp HTTP/1.1?secret={SECRET}",
+        f"GET /?secret={SECRET}" + "x" * 70_000 + " HTTP/1.1",  # too long
+    ],
+)
+def test_an_unparseable_request_gets_an_error_page_that_echoes_none_of_it(request_line: str):
+    seen: list[Request] = []
+
+    def handler(request: Request) -> Response:
+        seen.append(request)
+        return Response.text(200, "ok")
+
+    with HttpServer(handler) as server:
+        answer = _raw_exchange(server.port, request_line.encode() + b"\r\nHost: x\r\n\r\n")
+    # What cannot be parsed is answered as HTTP/0.9 would be: the error page alone, no status line.
+    assert any(f"Error code: {code}".encode() in answer for code in (400, 414, 505)), answer
+    assert SECRET.encode() not in answer
+    assert b"secret" not in answer
+    assert seen == [], "the handler never saw it"
+
+
+def test_a_malformed_header_gets_an_error_page_that_echoes_none_of_it():
+    with HttpServer(lambda request: Response.text(200, "ok")) as server:
+        header = f"X-Secret: {SECRET}" + "y" * 70_000
+        answer = _raw_exchange(server.port, f"GET / HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert SECRET.encode() not in answer
+
+
+@pytest.mark.parametrize("method", ["GET", "TRACE", "BREW", "M-SEARCH", "G\x00ET"])
+def test_every_method_reaches_the_handler_none_is_a_501(method: str):
+    seen: list[str] = []
+
+    def handler(request: Request) -> Response:
+        seen.append(request.method)
+        return Response.text(404, "no route")
+
+    with HttpServer(handler) as server:
+        answer = _raw_exchange(
+            server.port, f"{method} /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
+    assert answer.startswith(b"HTTP/1.1 404 ")
+    assert seen == [method]

@@ -100,6 +100,7 @@ def test_create_returns_klarnas_urls_and_each_one_works(simulator: KlarnaSimulat
         "qr_code_url",
         "distribution_url",
         "distribution_module",
+        "manual_identification_check_url",
         "expires_at",
     }
     assert TIMESTAMP.match(created["expires_at"])
@@ -117,7 +118,7 @@ def test_create_returns_klarnas_urls_and_each_one_works(simulator: KlarnaSimulat
     qr = call(simulator, "GET", created["qr_code_url"], auth=False)
     assert (qr.status, qr.headers["Content-Type"]) == (200, "image/svg+xml")
     distribute = {"method": "email", "contact_information": {"email": "buyer@example.com"}}
-    assert call(simulator, "POST", created["distribution_url"], distribute).status == 200
+    assert call(simulator, "POST", created["distribution_url"], distribute).status == 201
     assert call(simulator, "POST", created["distribution_url"], {"method": "fax"}).status == 400
 
 
@@ -207,12 +208,12 @@ def test_over_the_rate_limit_klarna_answers_429_with_its_headers() -> None:
         assert {response.status for response in creates} == {201, 429}
         for response in limited:
             assert_klarna_error(response, 429, "TOO_MANY_REQUESTS")
-            assert response.headers["X-Ratelimit-Limit"] == "2"
+            assert response.headers["X-Ratelimit-Limit"] == "2, 2;w=1"  # Klarna's form
             assert response.headers["X-Ratelimit-Remaining"] == "0"
             assert int(response.headers["X-Ratelimit-Reset"]) >= 1
         session_url = next(r for r in creates if r.status == 201).json()["session_url"]
         reads = [call(simulator, "GET", session_url) for _ in range(10)]
-        assert any(r.status == 429 and r.headers["X-Ratelimit-Limit"] == "3" for r in reads)
+        assert any(r.status == 429 and r.headers["X-Ratelimit-Limit"] == "3, 3;w=1" for r in reads)
 
 
 def test_without_credentials_nothing_counts_against_the_rate_limit() -> None:
@@ -948,3 +949,213 @@ def test_concurrent_creates_are_all_stored() -> None:
         assert len(set(simulator.session_ids())) == 40
         assert len(simulator.requests) == 40
         assert simulator.errors == []
+
+
+# ------------------------------------------- Klarna's API as audited against its OpenAPI 1.1 and SDKs
+
+KCO_URL = "https://api.playground.klarna.com/checkout/v3/orders/5a0b4c3e-2d1f-4e6a-9b8c-7d6e5f4a3b2c"
+EMAIL = {"method": "email", "contact_information": {"email": "buyer@example.com"}}
+SMS = {"method": "sms", "contact_information": {"phone": "+46701740633", "phone_country": "SE"}}
+
+
+@pytest.mark.parametrize("status", [201, 204])
+@pytest.mark.parametrize("body", [EMAIL, SMS], ids=["email", "sms"])
+def test_distribution_sends_the_link_and_answers_201_or_204_as_configured(
+    status: int, body: dict[str, Any]
+) -> None:
+    with KlarnaSimulator(replace(MANUAL, distribution_status=status)) as simulator:
+        created = create(simulator)
+        response = call(simulator, "POST", created["distribution_url"], body)
+        assert response.status == status
+        (sent,) = simulator.session_truth(created["session_id"])["distributions"]
+        assert sent["method"] == body["method"]
+        # The truth keeps the method and the time, never the consumer's contact data.
+        assert set(sent) == {"method", "at"}
+        assert "buyer@example.com" not in json.dumps(simulator.truth())
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"method": "fax", "contact_information": {}}, "method"),
+        ({"method": "email"}, "contact_information"),
+        ({"method": "email", "contact_information": {"email": ""}}, "contact_information.email"),
+        ({"method": "email", "contact_information": {"email": "no-at-sign"}}, "contact_information.email"),
+        ({"method": "sms", "contact_information": {"phone": "+46701740633"}}, "phone_country"),
+        (
+            {"method": "sms", "contact_information": {"phone": "+4670", "phone_country": "se"}},
+            "phone_country",
+        ),
+        ({"method": "token", "contact_information": {}}, "access_id"),
+        ([], "JSON object"),
+    ],
+)
+def test_distribution_with_bad_contact_data_is_400_naming_the_field_not_the_value(
+    simulator: KlarnaSimulator, body: Any, message: str
+) -> None:
+    created = create(simulator)
+    error = assert_klarna_error(call(simulator, "POST", created["distribution_url"], body), 400, "BAD_VALUE")
+    assert message in error["error_messages"][0]
+    assert "no-at-sign" not in error["error_messages"][0]
+    assert simulator.session_truth(created["session_id"])["distributions"] == []
+
+
+def test_distribution_for_a_disabled_unknown_or_expired_session_is_refused(
+    simulator: KlarnaSimulator,
+) -> None:
+    disabled, expired = create(simulator), create(simulator)
+    assert call(simulator, "DELETE", disabled["session_url"]).status == 204
+    error = assert_klarna_error(
+        call(simulator, "POST", disabled["distribution_url"], EMAIL), 400, "INVALID_OPERATION"
+    )
+    assert "disabled by merchant" in error["error_messages"][0]
+    simulator.expire(expired["session_id"])
+    assert_klarna_error(call(simulator, "POST", expired["distribution_url"], EMAIL), 404, "NOT_FOUND")
+    unknown = f"{SESSIONS_PATH}/6a1b0f5e-0000-4c1d-9e8f-000000000404/distribution"
+    assert_klarna_error(call(simulator, "POST", unknown, EMAIL), 404, "NOT_FOUND")
+    assert_klarna_error(call(simulator, "GET", disabled["distribution_url"]), 405, "METHOD_NOT_ALLOWED")
+
+
+def test_every_answer_carries_klarnas_rate_limit_headers_in_klarnas_form(simulator: KlarnaSimulator) -> None:
+    created = create(simulator)
+    answers = [
+        call(simulator, "POST", SESSIONS_PATH, {"payment_session_url": KP_URL}),  # 201
+        call(simulator, "GET", created["session_url"]),  # 200
+        call(simulator, "POST", created["distribution_url"], EMAIL),  # 201
+        call(simulator, "DELETE", created["session_url"]),  # 204
+        call(simulator, "GET", f"{SESSIONS_PATH}/nope"),  # 404
+        call(simulator, "POST", SESSIONS_PATH, {}),  # 400
+        call(simulator, "GET", created["session_url"], auth=False),  # 401
+    ]
+    assert [answer.status for answer in answers] == [201, 200, 201, 204, 404, 400, 401]
+    for answer in answers:
+        limit = answer.headers["X-Ratelimit-Limit"]
+        assert limit in ("40, 40;w=1", "200, 200;w=1"), limit
+        assert 0 <= int(answer.headers["X-Ratelimit-Remaining"]) <= int(limit.split(",")[0])
+        assert int(answer.headers["X-Ratelimit-Reset"]) >= 1
+    assert answers[0].headers["X-Ratelimit-Limit"] == "40, 40;w=1", "Create has its own budget"
+    assert answers[1].headers["X-Ratelimit-Limit"] == "200, 200;w=1"
+
+
+def test_create_returns_the_distribution_module_and_the_manual_identification_check_url(
+    simulator: KlarnaSimulator,
+) -> None:
+    created = create(simulator)
+    module = created["distribution_module"]
+    assert set(module) == {"token", "standalone_url", "generation_url"}
+    assert module["standalone_url"] == created["redirect_url"]
+    assert created["manual_identification_check_url"].startswith(created["session_url"] + "/")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"place_order_mode": "CAPTURE_ORDER"},
+        {"purchase_type": "SUBSCRIBE"},
+        {"payment_method_categories": ["PAY_LATER", "PAY_OVER_TIME", "KLARNA"]},
+        {"payment_method_category": "DIRECT_DEBIT"},
+        {"show_subtotal_detail": "HIDE"},
+        {"logo_url": "https://shop.example/logo.png", "page_title": "Shop"},
+        {"background_images": [{"url": "https://shop.example/bg.png", "width": 1200}]},
+        {"payment_fallback": True},
+        {"an_option_klarna_adds_later": "anything"},
+    ],
+)
+def test_create_takes_every_option_the_openapi_lists(simulator: KlarnaSimulator, options: dict) -> None:
+    response = call(simulator, "POST", SESSIONS_PATH, {"payment_session_url": KP_URL, "options": options})
+    assert response.status == 201, response.data
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"purchase_type": "LEASE"}, "options.purchase_type"),
+        ({"payment_method_categories": ["klarna"]}, "options.payment_method_categories"),
+        ({"payment_method_categories": "PAY_LATER"}, "options.payment_method_categories"),
+        ({"payment_method_category": "CARD"}, "options.payment_method_category"),
+        ({"show_subtotal_detail": "SHOW"}, "options.show_subtotal_detail"),
+        ({"logo_url": 5}, "options.logo_url"),
+        ({"page_title": ["x"]}, "options.page_title"),
+        ({"background_images": [{"width": 10}]}, "options.background_images"),
+        ({"background_images": [{"url": "u", "width": "wide"}]}, "options.background_images"),
+        ({"payment_fallback": "yes"}, "options.payment_fallback"),
+    ],
+)
+def test_create_refuses_an_option_value_the_openapi_does_not_list(
+    simulator: KlarnaSimulator, options: dict, field: str
+) -> None:
+    body = {"payment_session_url": KP_URL, "options": options}
+    error = assert_klarna_error(call(simulator, "POST", SESSIONS_PATH, body), 400, "BAD_VALUE")
+    assert error["error_messages"] == [f"Bad value: {field}"]
+    assert simulator.session_ids() == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.playground.klarna.com/payments/v1/sessions/",
+        "https://api.playground.klarna.com/payments/v1/sessions/a/b",
+        "https://api.playground.klarna.com/checkout/v3/orders",
+        "https://shop.example/payments/v1/sessionsX/abc",
+        "ftp://api.playground.klarna.com/payments/v1/sessions/abc",
+    ],
+)
+def test_a_payment_session_url_must_name_a_payments_session_or_a_checkout_order(
+    simulator: KlarnaSimulator, url: str
+) -> None:
+    error = assert_klarna_error(
+        call(simulator, "POST", SESSIONS_PATH, {"payment_session_url": url}), 400, "BAD_VALUE"
+    )
+    assert error["error_messages"] == ["Bad value: payment_session_url"]
+
+
+def test_a_klarna_checkout_order_is_accepted_and_completes_with_an_order_id(
+    simulator: KlarnaSimulator,
+) -> None:
+    response = call(simulator, "POST", SESSIONS_PATH, {"payment_session_url": KCO_URL})
+    assert response.status == 201, response.data
+    completed = simulator.act(response.json()["session_id"], "COMPLETED", callback=False)
+    assert completed["order_id"] and completed["klarna_reference"]
+    assert "authorization_token" not in completed
+
+
+def test_urls_under_another_path_are_served_there_and_only_there() -> None:
+    with KlarnaSimulator(replace(MANUAL, session_url_path="/hpp/v2/s")) as simulator:
+        created = create(simulator)
+        session_id = created["session_id"]
+        assert created["session_url"] == f"{simulator.url}/hpp/v2/s/{session_id}"
+        assert created["distribution_url"] == f"{created['session_url']}/distribution"
+        assert simulator.session_url(session_id) == created["session_url"]
+        assert call(simulator, "GET", created["session_url"]).status == 200
+        assert call(simulator, "POST", created["distribution_url"], EMAIL).status == 201
+        # A client that rebuilds the URL from the documented pattern does not find the session.
+        documented = f"{SESSIONS_PATH}/{session_id}"
+        assert_klarna_error(call(simulator, "GET", documented), 404, "NOT_FOUND")
+        assert_klarna_error(call(simulator, "DELETE", documented), 404, "NOT_FOUND")
+        assert_klarna_error(call(simulator, "POST", f"{documented}/distribution", EMAIL), 404, "NOT_FOUND")
+        assert call(simulator, "DELETE", created["session_url"]).status == 204
+        # Seeded sessions (created elsewhere) live at the documented form; later creates move on.
+        seeded = simulator.add_session()
+        assert call(simulator, "GET", f"{SESSIONS_PATH}/{seeded['session_id']}").status == 200
+        simulator.set_session_url_path(SESSIONS_PATH)
+        assert create(simulator)["session_url"].startswith(f"{simulator.url}{SESSIONS_PATH}/")
+        assert call(simulator, "GET", created["session_url"]).json()["status"] == "DISABLED"
+
+
+@pytest.mark.parametrize(
+    "path", ["hpp/v2", "/hpp/v2/", "/pay", "/pay/x", "/_simulator/x", "/hpp/v1/sessions/x", "/hpp"]
+)
+def test_a_session_url_path_that_would_clash_is_refused(path: str) -> None:
+    with pytest.raises(ValueError, match="session_url_path"):
+        SimulatorConfig(session_url_path=path)
+    with KlarnaSimulator(MANUAL) as simulator, pytest.raises(ValueError, match="session_url_path"):
+        simulator.set_session_url_path(path)
+
+
+def test_a_consumer_can_reach_manual_id_check_which_is_not_final(simulator: KlarnaSimulator) -> None:
+    created = create(simulator)
+    page = call(simulator, "POST", created["redirect_url"], raw=b"action=MANUAL_ID_CHECK", auth=False)
+    assert page.status == 303
+    read = call(simulator, "GET", created["session_url"]).json()
+    assert read["status"] == "MANUAL_ID_CHECK"
+    simulator.act(created["session_id"], "COMPLETED", callback=False)  # not final: it can still complete

@@ -69,13 +69,14 @@ def test_the_template_defines_the_due_index(dynamodb: "DynamoDBClient", sessions
     ]
     projection = index["Projection"]
     assert projection["ProjectionType"] == "INCLUDE"
-    # What the poller decides on, and never the token or the callback secret's hash.
+    # What the poller decides on and the URL it reads Klarna at; never the token or the secret's hash.
     assert set(projection.get("NonKeyAttributes", [])) == {
         "status",
         "updated_at_ms",
         "expires_at",
         POLL_ATTEMPTS,
         POLL_NOT_FOUND,
+        "session_url",
     }
 
 

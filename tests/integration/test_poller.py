@@ -28,10 +28,17 @@ from hpp_core.repository import (
 from hpp_core.timestamps import format_timestamp, to_epoch_millis, utc_now
 from local.klarna_simulator import KlarnaSimulator, rate_limit_headers
 from tests.support.clock import ManualClock
-from tests.support.klarna import klarna_client, klarna_reads, requested_session, simulated_klarna
+from tests.support.klarna import (
+    MOVED_SESSIONS_PATH,
+    klarna_client,
+    klarna_reads,
+    requested_session,
+    simulated_klarna,
+)
 from tests.support.template import create_table
 
 TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
+KP_URL = "https://api.playground.klarna.com/payments/v1/sessions/0b1d9815-165e-42e2-8867-35bc03789e00"
 POLL_FIELDS = {POLL_SHARD, POLL_DUE_AT, POLL_ATTEMPTS, POLL_NOT_FOUND}
 # Fast enough not to slow the tests down; tests about pacing set their own.
 QUICK = PollPolicy(concurrency=4, rate_per_second=200, time_margin_seconds=2)
@@ -526,6 +533,53 @@ def due_sessions(world: World) -> list[DueSession]:
     for shard in world.repository.poll_shard_ids:
         found += world.repository.due_sessions_page(shard, due_by_ms=now_ms, limit=100).sessions
     return found
+
+
+# -- the URLs Klarna returned -----------------------------------------------------------------------
+
+
+def created_through_the_tracker(world: World, session_url: str | None = None) -> str:
+    """A session created at Klarna as POST /sessions does it, stored with the session_url it returned
+    (or with `session_url` instead, as if Klarna had returned that)."""
+    created = world.klarna.create_session({"payment_session_url": KP_URL}).session
+    world.repository.create_session(
+        created.session_id,
+        expires_at=created.expires_at,
+        session_url=session_url or created.session_url,
+        callback_secret_hash=None,
+    )
+    return created.session_id
+
+
+def test_the_poller_reads_each_session_at_the_url_its_create_returned(world: World) -> None:
+    first, second = created_through_the_tracker(world), created_through_the_tracker(world)
+    assert MOVED_SESSIONS_PATH in world.fake.session_url(first)
+    world.clock.advance(minutes=5)
+    world.fake.act(first, "COMPLETED", authorization_token=TOKEN, callback=False)
+    world.fake.clear_requests()
+    report = world.run()
+    # Both changed: the tracker had no updated_at of Klarna's for either before.
+    assert report.outcomes[PollOutcome.CHANGED] == 2
+    assert sorted(request.path for request in world.fake.requests) == sorted(
+        f"{MOVED_SESSIONS_PATH}/{session_id}" for session_id in (first, second)
+    )
+    assert world.row(first)["status"] == "COMPLETED"
+
+
+def test_a_stored_url_on_another_host_is_refused_nothing_is_sent_and_the_session_backs_off(
+    world: World,
+) -> None:
+    with simulated_klarna(clock=world.clock) as elsewhere:
+        session_id = created_through_the_tracker(world, f"{elsewhere.url}{MOVED_SESSIONS_PATH}/x")
+        world.clock.advance(minutes=5)
+        world.fake.clear_requests()
+        report = world.run()
+        assert (report.outcomes[PollOutcome.ERROR], report.errors["KlarnaUrlRefused"]) == (1, 1)
+        (problem,) = report.problems
+        assert problem.error is not None and "KLARNA_API_URL" in str(problem.error)
+        assert elsewhere.requests == [] and world.fake.requests == [], "nothing sent anywhere"
+        row = world.row(session_id)
+        assert (row["status"], row[POLL_ATTEMPTS]) == ("WAITING", 1), "backed off, not read every run"
 
 
 # -- lost callbacks: tighten, then relax --------------------------------------------------------------

@@ -267,3 +267,24 @@ def test_settings_errors_name_the_variable(environment: Any, monkeypatch: pytest
 
     with pytest.raises(ConfigurationError, match="POLL_RATE_PER_SECOND"):
         start(environment, monkeypatch, POLL_RATE_PER_SECOND="fast")
+
+
+def test_a_stored_url_off_klarna_is_counted_as_klarna_url_refused_and_logged_once(
+    environment: Any, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    stack = start(environment, monkeypatch)
+    session_id = stack.track_due()
+    stack.repository.client.update_item(
+        TableName=stack.repository.table_name,
+        Key={"session_id": {"S": session_id}},
+        UpdateExpression="SET session_url = :url",
+        ExpressionAttributeValues={":url": {"S": f"https://evil.example/hpp/v1/sessions/{session_id}"}},
+    )
+    capfd.readouterr()
+    summary = stack.invoke()
+    lines = output_lines(capfd.readouterr().out)
+    assert summary["errors"] == {"KlarnaUrlRefused": 1}
+    assert stack.klarna.requests == []
+    assert metrics_of(lines)["KlarnaUrlRefused"] == 1
+    (refused,) = [line for line in lines if line.get("message") == "session poll failed"]
+    assert (refused["session_id"], refused["refused_origin"]) == (session_id, "https://evil.example:443")

@@ -1,7 +1,6 @@
-"""The publisher Lambda end to end: real writes through SessionRepository, records read from the table's
-real stream (DynamoDB Local, then moto), filtered by template.yaml's filter criteria and shaped exactly as
-Lambda delivers them, the handler invoked with them, and the events read back by consumers: rules on a
-bus in moto's EventBridge routing them by detail type into SQS queues.
+"""The publisher Lambda end to end (tests/support/publisher_pipeline.py: real writes, the table's real
+stream on DynamoDB Local, then moto, the template's filter, Lambda's batches), and the events read back
+by consumers: rules on a bus in moto's EventBridge routing them by detail type into SQS queues.
 
 Every entry the publisher sends in these tests is checked against schemas/*.json (fixture teardown).
 """
@@ -10,159 +9,42 @@ import json
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from hpp_core.callback_secrets import hash_callback_secret
-from hpp_core.models import KlarnaSession, StatusUpdate, UpdateSource
 from hpp_core.publishing import COMPLETED, STATUS_CHANGED, event_id, events_for_session
-from hpp_core.repository import SessionRepository
 from hpp_core.settings import ConfigurationError
-from local.emulators.dynamodb_streams import StreamReader, lambda_event
-from local.emulators.stream_mapping import StreamMapping, records_to_retry
-from tests.support.event_bus import ScriptedEventBridge, SubscribedBus, detail_of
-from tests.support.event_schemas import schema_errors
+from local.emulators.stream_mapping import records_to_retry
+from tests.support.event_bus import detail_of
 from tests.support.functions import import_function
-from tests.support.lambda_runtime import LambdaContext
-from tests.support.template import Template, create_table
+from tests.support.publisher_pipeline import (
+    EXPIRES,
+    MAPPING,
+    SECRET,
+    SOURCE,
+    Pipeline,
+    publisher_pipeline,
+    update,
+)
 
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
-
-SOURCE = "com.example.hpp-tracker"  # not the default: the source comes from configuration
 TOKEN = "a1a8f727-2756-6058-bd3c-40069be0994b"
-SECRET = "sample-secret-not-real-8a3f2c91d4e7b6a5"
-EXPIRES = "2019-05-15T13:51:43.507Z"
-MAPPING = StreamMapping.from_template(Template.load(), "PublisherFunction")
 # docs/events.md's example consumer rule (detail-type routing); the second queue takes the status changes.
 COMPLETED_RULE = {"source": [SOURCE], "detail-type": [COMPLETED]}
 STATUS_RULE = {"source": [SOURCE], "detail-type": [STATUS_CHANGED]}
-
-
-def update(
-    session_id: str,
-    status: str,
-    updated_at: str,
-    source: UpdateSource = "callback",
-    **fields: Any,
-) -> StatusUpdate:
-    session = KlarnaSession.model_validate(
-        {
-            "session_id": session_id,
-            "status": status,
-            "updated_at": updated_at,
-            "expires_at": EXPIRES,
-            **fields,
-        }
-    )
-    return StatusUpdate(session=session, source=source, event_id=str(uuid.uuid4()))
-
-
-@dataclass
-class Pipeline:
-    engine: str
-    handler: ModuleType
-    repository: SessionRepository
-    dynamodb: "DynamoDBClient"
-    reader: StreamReader
-    bus: SubscribedBus
-    eventbridge: ScriptedEventBridge
-    invocations: list[tuple[list[dict[str, Any]], Any]] = field(default_factory=list)
-
-    @property
-    def table(self) -> str:
-        return self.repository.table_name
-
-    def track(self, session_id: str) -> None:
-        """What POST /sessions stores: WAITING, with a callback secret."""
-        self.repository.create_session(
-            session_id,
-            expires_at=datetime(2019, 5, 15, 13, 51, 43, 507000, tzinfo=UTC),
-            session_url=None,
-            callback_secret_hash=hash_callback_secret(SECRET),
-        )
-
-    def stream(self) -> list[dict[str, Any]]:
-        """The records written since the last call, as Lambda shapes them (before its filter)."""
-        return self.reader.read()
-
-    def deliver(self) -> list[Any]:
-        """New stream records through the template's filter, in batches of its batch size, to the handler
-        (as Lambda would); the handler's responses."""
-        records = MAPPING.filter.select(self.stream())
-        return [
-            self.invoke(records[start : start + MAPPING.batch_size])
-            for start in range(0, len(records), MAPPING.batch_size)
-        ]
-
-    def invoke(self, records: list[dict[str, Any]]) -> Any:
-        try:
-            response = self.handler.lambda_handler(lambda_event(records), LambdaContext(timeout_seconds=30))
-        except BatchProcessingError:
-            self.invocations.append((records, "raised"))
-            raise
-        self.invocations.append((records, response))
-        return response
-
-    def consumed(self, rule: str) -> list[dict[str, Any]]:
-        envelopes = self.bus.drain(rule)
-        for envelope in envelopes:
-            assert envelope["source"] == SOURCE
-        return envelopes
 
 
 @pytest.fixture(params=["dynamodb_local", "moto"])
 def pipeline(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, moto_server: Any
 ) -> Iterator[Pipeline]:
-    if request.param == "dynamodb_local":
-        local = request.getfixturevalue("dynamodb_local")
-        dynamodb, streams = local.client(), local.streams_client()
-    else:
-        dynamodb = boto3.client("dynamodb", endpoint_url=moto_server.endpoint_url)
-        streams = boto3.client("dynamodbstreams", endpoint_url=moto_server.endpoint_url)
-    table = f"sessions-{uuid.uuid4().hex[:12]}"
-    create_table(dynamodb, "SessionsTable", table)
-    events = boto3.client("events", endpoint_url=moto_server.endpoint_url)
-    sqs = boto3.client("sqs", endpoint_url=moto_server.endpoint_url)
-    bus = SubscribedBus.create(events, sqs, SOURCE)
-    bus.subscribe("completed", COMPLETED_RULE)
-    bus.subscribe("status-changed", STATUS_RULE)
-
-    monkeypatch.setenv("EVENT_BUS_NAME", bus.name)
-    monkeypatch.setenv("EVENT_SOURCE", SOURCE)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "hpp-publisher")
-    # What the template sets for every function; the publisher must not need (nor read) them.
-    monkeypatch.delenv("TABLE_NAME", raising=False)
-    monkeypatch.delenv("KLARNA_CREDENTIALS_SECRET_ARN", raising=False)
-    handler = import_function("publisher")
-    handler.metrics.clear_metrics()  # Powertools keeps one metric set per process: start from none
-    # Powertools keeps the handler of the first import, bound to that moment's sys.stdout; write to the
-    # real fd 1 instead, which capfd captures (as Lambda's runtime captures it).
-    handler.logger.registered_handler.setStream(sys.__stdout__)
-    eventbridge = ScriptedEventBridge(real=handler.bus.client)
-    handler.bus.client = eventbridge
-    yield Pipeline(
-        request.param,
-        handler,
-        SessionRepository(table, dynamodb, retention_days=0),  # 2019 dates: no TTL deletions mid-test
-        dynamodb,
-        StreamReader.for_table(dynamodb, streams, table),
-        bus,
-        eventbridge,
-    )
-    for entry in eventbridge.entries:
-        assert entry["Source"] == SOURCE
-        assert not schema_errors(entry["DetailType"], detail_of(entry)), "published an event off its schema"
-    bus.delete()
-    dynamodb.delete_table(TableName=table)
+    with publisher_pipeline(request.param, request, monkeypatch, moto_server) as built:
+        built.bus.subscribe("completed", COMPLETED_RULE)
+        built.bus.subscribe("status-changed", STATUS_RULE)
+        yield built
 
 
 def publishes_status(stream_record: dict[str, Any]) -> bool:

@@ -15,7 +15,14 @@ import pytest
 from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.errors import Conflict
 from hpp_core.lifecycle import poll_shard
-from hpp_core.models import DueSession, StatusUpdate, TrackedSession, UpdateSource, WriteOutcome
+from hpp_core.models import (
+    ConsumerLinks,
+    DueSession,
+    StatusUpdate,
+    TrackedSession,
+    UpdateSource,
+    WriteOutcome,
+)
 from hpp_core.poller import due_sessions
 from hpp_core.repository import SessionRepository
 from hpp_core.timestamps import to_epoch_millis
@@ -246,6 +253,60 @@ def test_a_first_callback_that_beat_the_create_gets_the_secret_attached(store: S
     assert not stored(store).accepts_callback_secret(WRONG_HASH)
 
 
+LINKS = ConsumerLinks.model_validate(
+    {
+        "redirect_url": f"https://pay.klarna/{SID}",
+        "qr_code_url": f"https://pay.klarna/{SID}/qr",
+        "distribution_url": f"https://klarna/{SID}/distribution",
+        "manual_identification_check_url": f"https://klarna/{SID}/mic",
+        "distribution_module": {
+            "token": "bearer-ish",
+            "standalone_url": "https://pay.klarna/s",
+            "generation_url": "g",
+        },
+    }
+)
+
+
+def test_a_created_session_keeps_its_consumer_links_but_never_the_distribution_token(store: Store) -> None:
+    created = store.create_session(
+        SID,
+        expires_at=EXPIRES,
+        session_url=f"https://klarna/{SID}",
+        callback_secret_hash=RIGHT_HASH,
+        links=LINKS,
+    )
+    assert created == stored(store)
+    assert created.links() == LINKS
+    assert created.distribution_module is not None
+    assert created.distribution_module.model_dump() == {
+        "standalone_url": "https://pay.klarna/s",
+        "generation_url": "g",
+    }
+    assert "bearer-ish" not in stored(store).model_dump_json()
+    # Later writes keep them.
+    assert outcome(store, "IN_PROGRESS", "2019-05-13T14:52:00Z") is WriteOutcome.APPLIED
+    assert stored(store).links() == LINKS
+
+
+def test_a_first_callback_that_beat_the_create_gets_the_links_too(store: Store) -> None:
+    store.record_status(update("IN_PROGRESS", "2019-05-13T14:52:00Z"))
+    with pytest.raises(Conflict):
+        store.create_session(
+            SID,
+            expires_at=EXPIRES,
+            session_url=f"https://klarna/{SID}",
+            callback_secret_hash=RIGHT_HASH,
+            links=LINKS,
+        )
+    session = stored(store)
+    assert (session.status, session.session_url, session.links()) == (
+        "IN_PROGRESS",
+        f"https://klarna/{SID}",
+        LINKS,
+    )
+
+
 def test_the_right_secret_applies_and_stays_on_file(store: Store) -> None:
     track(store)
     assert callback(store, "IN_PROGRESS", "2019-05-13T14:52:00Z", RIGHT_HASH) is WriteOutcome.APPLIED
@@ -303,6 +364,7 @@ def test_a_created_session_is_due_after_the_first_delay(new_store: Callable[...,
         0,
     )
     assert (due.status, due.updated_at_ms, due.expires_at) == ("WAITING", 0, EXPIRES)
+    assert due.session_url == f"https://klarna/{SID}", "where the poller reads it"
 
 
 def test_the_due_query_returns_only_due_not_final_sessions_oldest_first(
@@ -492,3 +554,33 @@ def test_stop_polling_takes_the_session_out_and_an_observation_puts_it_back(
 @pytest.mark.parametrize("shards", [1, 3])
 def test_poll_shard_ids_cover_the_configured_shards(new_store: Callable[..., Store], shards: int) -> None:
     assert new_store(poll_shards=shards).poll_shard_ids == [f"{n:02d}" for n in range(shards)]
+
+
+# -- the recovery CLI's reads ---------------------------------------------------------------------------
+
+
+def test_due_session_reads_a_named_sessions_place_in_the_index(store: Store, clock: ManualClock) -> None:
+    assert store.due_session(SID) is None, "not tracked"
+    track(store)
+    (listed,) = all_due(store, at(5))
+    assert store.due_session(SID) == listed
+    clock.now = at(1)
+    store.reschedule_poll(listed, next_due_at_ms=to_epoch_millis(at(9)))
+    moved = store.due_session(SID)
+    assert moved is not None and (moved.poll_due_at, moved.poll_attempts) == (to_epoch_millis(at(9)), 1)
+    assert outcome(store, "COMPLETED", at(2), authorization_token=TOKEN) is WriteOutcome.APPLIED
+    assert store.due_session(SID) is None, "final: out of the index"
+
+
+def test_sessions_recorded_between_finds_the_last_recording_in_the_window(
+    store: Store, clock: ManualClock
+) -> None:
+    ids = [f"s{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
+    for minute, session_id in enumerate(ids):
+        clock.now = at(minute)
+        assert outcome(store, "WAITING", at(minute), session_id=session_id) is WriteOutcome.APPLIED
+    clock.now = at(10)  # the first is recorded again, outside the window
+    assert outcome(store, "IN_PROGRESS", at(10), session_id=ids[0]) is WriteOutcome.APPLIED
+    found = sorted(session.session_id for session in store.sessions_recorded_between(at(0), at(2)))
+    assert found == sorted(ids[1:3])
+    assert list(store.sessions_recorded_between(at(20), at(30))) == []

@@ -7,7 +7,7 @@ half-written. Costs (Klarna requests, DynamoDB calls) are counted, not timed.
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
@@ -16,11 +16,13 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from hpp_core.callback_secrets import SESSION_ID_PLACEHOLDER, hash_callback_secret
+from hpp_core.klarna import origin
 from hpp_core.repository import POLL_DUE_AT, POLL_SHARD, SECRET_HASH, SessionRepository, from_item
 from hpp_core.timestamps import format_timestamp, parse_timestamp, to_epoch_millis
 from local.klarna_simulator import KlarnaSimulator
 from tests.support.functions import dynamodb_endpoint, import_function, tracker_environment
-from tests.support.lambda_runtime import LambdaContext, load_event
+from tests.support.klarna import KEPT_URLS, MOVED_SESSIONS_PATH, simulated_klarna
+from tests.support.lambda_runtime import LambdaContext, load_event, with_json_body
 from tests.support.openapi import response_errors
 
 SID = "39a1c773-bafd-754d-af1f-b30c592f1267"  # the session of events/sessions/{track,read,disable}.json
@@ -39,6 +41,7 @@ class Stack:
     client: Any
     table: str
     klarna: KlarnaSimulator
+    idempotency_table: str = ""
     dynamodb_calls: list[str] = field(default_factory=list)
 
     def invoke(
@@ -87,7 +90,13 @@ def stack(
         monkeypatch.setenv("KLARNA_RETRY_ATTEMPTS", str(RETRY_ATTEMPTS))
         monkeypatch.setenv("KLARNA_RETRY_BUDGET_SECONDS", "4")
         monkeypatch.delenv("CALLBACK_BASE_URL", raising=False)
-        stack = Stack(import_function("sessions"), environment.dynamodb, environment.table, klarna)
+        stack = Stack(
+            import_function("sessions"),
+            environment.dynamodb,
+            environment.table,
+            klarna,
+            environment.idempotency_table,
+        )
         stack.load()
         yield stack
         assert klarna.errors == [], "the simulated Klarna itself failed"
@@ -331,6 +340,9 @@ def test_a_store_failure_after_klarna_created_the_session_answers_its_id(
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:9")  # nothing listens there
     broken = import_function("sessions")
+    # A row that was never written holds no session_url: PUT and DELETE can only use the documented
+    # form, which this Klarna serves (as Klarna does today) for the session created here.
+    stack.klarna.set_session_url_path(SESSIONS_PATH)
     capfd.readouterr()
     status, body, _ = stack.invoke(load_event("sessions/create"), broken)
     output = capfd.readouterr().out
@@ -370,7 +382,7 @@ def test_track_reads_klarna_and_records_it_idempotently(stack: Stack) -> None:
     )
     assert SECRET_HASH not in body and POLL_SHARD not in body
     assert [(r.method, r.path) for r in stack.klarna.requests] == [("GET", f"{SESSIONS_PATH}/{SID}")]
-    assert stack.dynamodb_calls == ["UpdateItem"]
+    assert stack.dynamodb_calls == ["GetItem", "UpdateItem"]  # the URL on file, if tracked already
     row = stack.row()
     assert row is not None
     assert (row["status"], row["last_source"]) == ("IN_PROGRESS", "sessions_api")
@@ -483,6 +495,29 @@ def test_read_of_an_unknown_or_invalid_session(stack: Stack, sample: str, status
     got, body, _ = stack.invoke(load_event(f"sessions/{sample}"))
     assert (got, body["error"]["code"]) == (status, code)
     assert stack.klarna.requests == []
+
+
+@pytest.mark.parametrize("sample", ["track", "read", "disable"])
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", "%0A"])
+def test_a_session_id_with_a_trailing_newline_is_a_400_and_acts_on_nothing(
+    stack: Stack, sample: str, suffix: str
+) -> None:
+    # The finding: the route's `$` matched before a final newline, so `DELETE /sessions/<id>%0A` (which
+    # API Gateway decodes) disabled the session <id>.
+    stack.klarna.add_session(SID, status="IN_PROGRESS")
+    stack.invoke(load_event("sessions/track"))
+    before = stack.table_contents()
+    stack.reset_counts()
+    event = load_event(f"sessions/{sample}")
+    event["path"] = f"/sessions/{SID}{suffix}"
+    event["pathParameters"] = {"session_id": f"{SID}{suffix}"}
+    status, body, _ = stack.invoke(event)
+    assert (status, body["error"]["code"]) == (400, "bad_request")
+    assert "session_id" in body["error"]["message"]
+    assert stack.klarna.requests == []
+    assert stack.dynamodb_calls == []
+    assert stack.table_contents() == before
+    assert stack.klarna.read_body(SID)["status"] == "IN_PROGRESS"
 
 
 # -- DELETE /sessions/{session_id} ------------------------------------------------------------------
@@ -664,3 +699,305 @@ def test_every_answer_matches_openapi_yaml(stack: Stack) -> None:
     assert statuses == [201, 400, 413, 503, 200, 404, 200, 404, 400, 409, 404]
     for method, path, status, body in answers:
         assert response_errors(method, path, status, body) == [], (method, path, status, body)
+
+
+# -- the URLs Klarna returned -----------------------------------------------------------------------
+
+
+def created_through_the_api(stack: Stack) -> dict[str, Any]:
+    """POST /sessions; Klarna's answer (its session_url under the test Klarna's moved path)."""
+    status, body, _ = stack.invoke(load_event("sessions/create"))
+    assert status == 201
+    assert MOVED_SESSIONS_PATH in body["session_url"]
+    stack.reset_counts()
+    return dict(body)
+
+
+def for_session(sample: str, session_id: str) -> dict[str, Any]:
+    """A sample event of the sessions API, for another session."""
+    event = load_event(f"sessions/{sample}")
+    event["path"] = event["path"].replace(SID, session_id)
+    event["pathParameters"] = {"session_id": session_id}
+    return event
+
+
+def test_put_and_delete_go_exactly_to_the_session_url_klarna_returned(stack: Stack) -> None:
+    created = created_through_the_api(stack)
+    session_id, moved = created["session_id"], urlsplit(created["session_url"]).path
+    stack.klarna.act(session_id, "IN_PROGRESS", callback=False)
+    assert stack.invoke(for_session("track", session_id))[0] == 200
+    assert stack.invoke(for_session("disable", session_id))[0] == 204
+    assert [(r.method, r.path) for r in stack.klarna.requests] == [
+        ("GET", moved),
+        ("DELETE", moved),
+        ("GET", moved),
+    ]
+    row = stack.row(session_id)
+    assert row is not None and row["status"] == "DISABLED"
+
+
+def test_get_returns_the_consumer_links_its_create_returned_without_the_distribution_token(
+    stack: Stack,
+) -> None:
+    created = created_through_the_api(stack)
+    status, body, _ = stack.invoke(for_session("read", created["session_id"]))
+    assert status == 200
+    for link in KEPT_URLS:
+        assert body[link] == created[link], link
+    module = created["distribution_module"]
+    assert body["distribution_module"] == {key: module[key] for key in ("standalone_url", "generation_url")}
+    assert module["token"] not in json.dumps(stack.table_contents(), default=str), "never stored"
+    assert response_errors("GET", "/sessions/{session_id}", status, body) == []
+
+
+def test_a_returned_url_on_another_host_is_refused_and_nothing_is_sent_there(
+    stack: Stack, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with simulated_klarna() as elsewhere:
+        foreign = f"{elsewhere.url}{MOVED_SESSIONS_PATH}/{SID}"
+        answer = {"session_id": SID, "session_url": foreign, "distribution_url": f"{foreign}/distribution"}
+        stack.klarna.fail_next("POST", SESSIONS_PATH, status=201, body=answer)  # Klarna says so
+        assert stack.invoke(load_event("sessions/create"))[0] == 201
+        stack.reset_counts()
+        capfd.readouterr()
+        answers = [
+            stack.invoke(load_event("sessions/track")),
+            stack.invoke(load_event("sessions/disable")),
+            stack.invoke(with_json_body(load_event("sessions/distribute_email"), EMAIL_BODY)),
+        ]
+        output = capfd.readouterr().out
+        assert [(status, body["error"]["code"]) for status, body, _ in answers] == [
+            (502, "klarna_url_refused")
+        ] * 3
+        assert elsewhere.requests == [] and stack.klarna.requests == [], "no request, so no credentials"
+        lines = log_lines(output)
+        refused = [line for line in lines if line.get("error_code") == "klarna_url_refused"]
+        assert len(refused) == 3 and {line["refused_origin"] for line in refused} == {origin(elsewhere.url)}
+        assert sum(line.get("KlarnaUrlRefused", [0])[0] for line in output_metrics(output)) == 3
+        row = stack.row()
+        assert row is not None and row["status"] == "WAITING"
+
+
+def output_metrics(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith('{"_aws"')]
+
+
+# -- POST /sessions/{session_id}/distribution ---------------------------------------------------------
+
+EMAIL_ADDRESS = "anna.andersson@example.com"  # the address and number in events/sessions/distribute_*.json
+PHONE = "+46701740633"
+EMAIL_BODY = {"method": "email", "contact_information": {"email": EMAIL_ADDRESS}}
+
+
+@pytest.mark.parametrize("klarna_status", [201, 204])
+@pytest.mark.parametrize("sample", ["distribute_email", "distribute_sms"])
+def test_distribution_reaches_klarna_at_the_distribution_url_with_the_merchants_body(
+    stack: Stack,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    sample: str,
+    klarna_status: int,
+) -> None:
+    monkeypatch.setattr(
+        stack.klarna, "config", replace(stack.klarna.config, distribution_status=klarna_status)
+    )
+    created = created_through_the_api(stack)
+    event = for_session(sample, created["session_id"])
+    capfd.readouterr()
+    status, body, _ = stack.invoke(event)
+    output = capfd.readouterr()
+    assert (status, body) == (204, None)
+    (sent,) = stack.klarna.requests
+    assert (sent.method, f"{stack.klarna.url}{sent.path}") == ("POST", created["distribution_url"])
+    assert sent.json == json.loads(event["body"]), "Klarna gets the merchant's body as it came"
+    assert sent.response_status == klarna_status
+    assert stack.dynamodb_calls == ["GetItem"]
+    for contact in (EMAIL_ADDRESS, PHONE):
+        assert contact not in output.out + output.err, "contact data is never logged"
+        assert contact not in json.dumps(stack.table_contents(), default=str), "nor stored"
+    (logged,) = [line for line in log_lines(output.out) if line.get("message") == "payment link sent"]
+    assert logged["method"] == sent.json["method"]
+
+
+def test_distribution_for_a_final_session_is_409_without_calling_klarna(stack: Stack) -> None:
+    stack.klarna.add_session(SID, status="COMPLETED", authorization_token=TOKEN)
+    stack.invoke(load_event("sessions/track"))
+    stack.reset_counts()
+    status, body, _ = stack.invoke(load_event("sessions/distribute_email"))
+    assert (status, body["error"]["code"]) == (409, "conflict")
+    assert stack.klarna.requests == []
+
+
+def test_distribution_for_a_session_the_merchant_disabled_at_klarna_is_409_and_records_it(
+    stack: Stack,
+) -> None:
+    created = created_through_the_api(stack)
+    session_id = created["session_id"]
+    stack.klarna.act(session_id, "DISABLED", callback=False)  # disabled at Klarna, not through the tracker
+    status, body, _ = stack.invoke(for_session("distribute_email", session_id))
+    assert (status, body["error"]["code"]) == (409, "conflict")
+    assert body["error"]["klarna"]["http_status"] == 400
+    assert [r.method for r in stack.klarna.requests] == ["POST", "GET"]
+    row = stack.row(session_id)
+    assert row is not None and row["status"] == "DISABLED"
+    assert response_errors("POST", "/sessions/{session_id}/distribution", status, body) == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [
+        (
+            {
+                "status": 400,
+                "body": {"error_code": "BAD_VALUE", "error_message": f"Bad value: {EMAIL_ADDRESS}"},
+            },
+            400,
+            "klarna_rejected",
+        ),
+        ({"status": 404}, 404, "klarna_not_found"),
+        ({"status": 503}, 502, "klarna_unavailable"),
+        ({"status": 401}, 502, "klarna_credentials_refused"),
+        ({"status": 429, "headers": {"X-Ratelimit-Reset": "2"}}, 503, "klarna_rate_limited"),
+        ({"status": None, "delay": KLARNA_TIMEOUT + 2.0}, 504, "klarna_timeout"),
+    ],
+)
+def test_klarnas_answers_to_distribution_are_mapped_like_every_route_and_never_echo_the_contact_data(
+    stack: Stack, capfd: pytest.CaptureFixture[str], fault: dict[str, Any], status: int, code: str
+) -> None:
+    created = created_through_the_api(stack)
+    stack.klarna.fail_next("POST", urlsplit(created["distribution_url"]).path, **fault)
+    capfd.readouterr()
+    got, body, _ = stack.invoke(for_session("distribute_email", created["session_id"]))
+    output = capfd.readouterr()
+    assert (got, body["error"]["code"]) == (status, code)
+    assert len(stack.klarna.requests_to("POST")) == 1, "never retried: a retry could send a second e-mail"
+    assert EMAIL_ADDRESS not in json.dumps(body) + output.out + output.err
+    assert response_errors("POST", "/sessions/{session_id}/distribution", got, body) == []
+
+
+@pytest.mark.parametrize(
+    ("sample", "status", "code"),
+    [("distribute_invalid_contact", 400, "bad_request"), ("distribute_unknown_session", 404, "not_found")],
+)
+def test_a_bad_or_untracked_distribution_is_refused_before_klarna_and_says_why(
+    stack: Stack, capfd: pytest.CaptureFixture[str], sample: str, status: int, code: str
+) -> None:
+    stack.repository.create_session(SID, expires_at=None, session_url=None, callback_secret_hash="h")
+    capfd.readouterr()
+    got, body, _ = stack.invoke(load_event(f"sessions/{sample}"))
+    output = capfd.readouterr().out
+    assert (got, body["error"]["code"]) == (status, code)
+    assert stack.klarna.requests == []
+    assert any(line.get("http_status") == status for line in log_lines(output))
+    for value in ("call me maybe", "Sweden", EMAIL_ADDRESS):
+        assert value not in json.dumps(body) + output
+    if sample == "distribute_invalid_contact":
+        assert {"contact_information.phone", "contact_information.phone_country"} <= {
+            line.split(":")[0] for line in body["error"]["details"]
+        }
+
+
+# -- POST /sessions with an Idempotency-Key -----------------------------------------------------------
+
+
+def keyed(
+    key: str = "order-4711-attempt-1", body: dict[str, Any] | None = None, caller: str | None = None
+) -> dict[str, Any]:
+    event = load_event("sessions/create_idempotent")
+    for headers in (event["headers"], event["multiValueHeaders"]):
+        headers["Idempotency-Key"] = key if headers is event["headers"] else [key]
+    if body is not None:
+        event["body"] = json.dumps(body)
+    if caller is not None:
+        event["requestContext"]["identity"]["userArn"] = caller
+    return event
+
+
+def idempotency_items(stack: Stack) -> list[dict[str, Any]]:
+    items = stack.client.scan(TableName=stack.idempotency_table, ConsistentRead=True)["Items"]
+    return [from_item(item) for item in items]
+
+
+def test_the_same_key_and_body_answer_the_first_answer_and_create_one_klarna_session(stack: Stack) -> None:
+    first = stack.invoke(keyed())
+    second = stack.invoke(keyed())
+    assert (first[0], second[0]) == (201, 201)
+    assert second[1] == first[1], "the first answer, as it was"
+    assert (first[2]["Idempotent-Replayed"], second[2]["Idempotent-Replayed"]) == ("false", "true")
+    assert len(stack.klarna.requests_to("POST", SESSIONS_PATH)) == 1
+    assert [row["session_id"] for row in stack.table_contents()] == [first[1]["session_id"]]
+    (record,) = idempotency_items(stack)
+    assert record["status"] == "COMPLETED"
+    assert 23 * 3600 < int(record["expiration"]) - datetime.now(UTC).timestamp() <= 24 * 3600
+    assert "order-4711-attempt-1" not in json.dumps(record, default=str), "keyed by a hash of it"
+    assert response_errors("POST", "/sessions", second[0], second[1]) == []
+
+
+def test_the_same_key_with_another_body_is_422_and_creates_nothing(stack: Stack) -> None:
+    assert stack.invoke(keyed())[0] == 201
+    other = json.loads(load_event("sessions/create_minimal")["body"])
+    status, body, _ = stack.invoke(keyed(body=other))
+    assert (status, body["error"]["code"]) == (422, "idempotency_key_reused")
+    assert len(stack.klarna.requests_to("POST", SESSIONS_PATH)) == 1
+    assert response_errors("POST", "/sessions", status, body) == []
+
+
+def test_the_same_body_reordered_is_the_same_request(stack: Stack) -> None:
+    first = stack.invoke(keyed())
+    body = json.loads(load_event("sessions/create")["body"])
+    reordered = dict(reversed(list(body.items())))
+    assert stack.invoke(keyed(body=reordered))[1] == first[1]
+    assert len(stack.klarna.requests_to("POST", SESSIONS_PATH)) == 1
+
+
+def test_keys_are_per_caller(stack: Stack) -> None:
+    mine = stack.invoke(keyed())[1]
+    theirs = stack.invoke(keyed(caller="arn:aws:iam::123456789012:user/another-service"))[1]
+    assert mine["session_id"] != theirs["session_id"]
+    assert len(stack.klarna.requests_to("POST", SESSIONS_PATH)) == 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "status"),
+    [
+        ({"status": 503}, 502),
+        ({"status": 429, "headers": {"X-Ratelimit-Reset": "1"}}, 503),
+        ({"status": 401}, 502),
+    ],
+)
+def test_a_failure_that_may_pass_is_not_remembered_and_the_key_can_be_retried(
+    stack: Stack, fault: dict[str, Any], status: int
+) -> None:
+    stack.klarna.fail_next("POST", SESSIONS_PATH, **fault)
+    assert stack.invoke(keyed())[0] == status
+    assert idempotency_items(stack) == [], "forgotten"
+    retried = stack.invoke(keyed())
+    assert (retried[0], retried[2]["Idempotent-Replayed"]) == (201, "false")
+    assert len(stack.klarna.requests_to("POST", SESSIONS_PATH)) == 2
+
+
+def test_klarnas_400_settles_the_request_and_is_remembered(stack: Stack) -> None:
+    stack.klarna.fail_next(
+        "POST", SESSIONS_PATH, status=400, body={"error_code": "BAD_VALUE", "correlation_id": "c-1"}
+    )
+    first = stack.invoke(keyed())
+    second = stack.invoke(keyed())
+    assert (first[0], first[1]["error"]["code"]) == (400, "klarna_rejected")
+    assert (second[0], second[1], second[2]["Idempotent-Replayed"]) == (400, first[1], "true")
+    assert len(stack.klarna.requests_to("POST", SESSIONS_PATH)) == 1
+    assert stack.table_contents() == []
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "order-4711-éé"])
+def test_a_bad_key_is_400_and_touches_nothing(stack: Stack, key: str) -> None:
+    status, body, _ = stack.invoke(keyed(key))
+    assert (status, body["error"]["code"]) == (400, "bad_request")
+    assert "Idempotency-Key" in body["error"]["message"]
+    assert stack.klarna.requests == [] and idempotency_items(stack) == []
+    assert stack.invoke(load_event("sessions/create_bad_idempotency_key"))[0] == 400
+
+
+def test_a_create_without_a_key_never_touches_the_idempotency_table(stack: Stack) -> None:
+    assert stack.invoke(load_event("sessions/create"))[0] == 201
+    assert stack.dynamodb_calls == ["PutItem"]
+    assert idempotency_items(stack) == []

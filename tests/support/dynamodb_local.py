@@ -3,7 +3,7 @@ and a client on either engine the DynamoDB tests run on."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
@@ -21,6 +21,7 @@ from local.emulators.dynamodb_local import (
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
 
 # The engines every DynamoDB test runs on: AWS's own, then moto in-process.
 ENGINES = ("dynamodb_local", "moto")
@@ -37,6 +38,20 @@ def engine_client(engine: str, request: pytest.FixtureRequest) -> Iterator["Dyna
             yield boto3.client("dynamodb")
 
 
+def stream_clients(
+    engine: str, request: pytest.FixtureRequest, moto_server: Any
+) -> tuple["DynamoDBClient", "DynamoDBStreamsClient"]:
+    """DynamoDB and DynamoDB Streams clients on `engine`: the session's DynamoDB Local, or moto's server
+    (whose streams other processes' clients can read too)."""
+    if engine == "dynamodb_local":
+        server: DynamoDBLocal = request.getfixturevalue("dynamodb_local")
+        return server.client(), server.streams_client()
+    return (
+        boto3.client("dynamodb", endpoint_url=moto_server.endpoint_url),
+        boto3.client("dynamodbstreams", endpoint_url=moto_server.endpoint_url),
+    )
+
+
 __all__ = [
     "ENGINES",
     "HOST",
@@ -47,4 +62,5 @@ __all__ = [
     "engine_client",
     "find_distribution",
     "free_port",
+    "stream_clients",
 ]

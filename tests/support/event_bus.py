@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from botocore.exceptions import ClientError
 
 if TYPE_CHECKING:
@@ -104,6 +105,11 @@ class SubscribedBus:
     def subscribe(self, rule: str, pattern: Mapping[str, Any]) -> str:
         """A rule with `pattern` on the bus, delivering to a new queue; returns the queue URL."""
         queue_url = self.sqs.create_queue(QueueName=f"{self.name}-{rule}")["QueueUrl"]
+        self.route(rule, pattern, queue_url)
+        return queue_url
+
+    def route(self, rule: str, pattern: Mapping[str, Any], queue_url: str) -> None:
+        """A rule with `pattern` on the bus, delivering to the queue at `queue_url` (deleted with the bus)."""
         queue_arn = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
@@ -114,7 +120,6 @@ class SubscribedBus:
             Rule=rule, EventBusName=self.name, Targets=[{"Id": "queue", "Arn": queue_arn}]
         )
         self.queues[rule] = queue_url
-        return queue_url
 
     def drain(self, rule: str) -> list[dict[str, Any]]:
         """Every envelope waiting in `rule`'s queue (EventBridge delivers to SQS before PutEvents returns
@@ -136,3 +141,16 @@ class SubscribedBus:
             self.events.delete_rule(Name=rule, EventBusName=self.name)
             self.sqs.delete_queue(QueueUrl=queue_url)
         self.events.delete_event_bus(Name=self.name)
+
+
+def deliver_whole_envelopes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make moto's EventBridge (in this process) deliver `account` to its targets, as EventBridge does
+    in every event: moto's default target input leaves it out, and consumers' models require it. The
+    one change to what the emulator delivers; undone with `monkeypatch`."""
+    from moto.events.utils import EventTemplateParser
+
+    template = EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE
+    if '"account"' not in template:
+        with_account = template.replace('"version": "0", ', '"version": "0", "account": "<account>", ', 1)
+        assert with_account != template, "moto's default target input changed: revisit this"
+        monkeypatch.setattr(EventTemplateParser, "DEFAULT_EVENT_INPUT_TEMPLATE", with_account)

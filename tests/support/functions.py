@@ -50,6 +50,10 @@ class TrackerEnvironment:
     dynamodb: Any
     table: str
     klarna: KlarnaSimulator
+    # The sessions function's idempotency records (template.yaml's IdempotencyTable).
+    idempotency_table: str
+    # The state table (template.yaml's StateTable): counters and caches that are no session.
+    state_table: str
 
 
 def dynamodb_endpoint(request: pytest.FixtureRequest, moto_server: Any) -> str:
@@ -63,14 +67,22 @@ def dynamodb_endpoint(request: pytest.FixtureRequest, moto_server: Any) -> str:
 def tracker_environment(
     monkeypatch: pytest.MonkeyPatch, *, dynamodb_endpoint_url: str, moto_endpoint_url: str, service: str
 ) -> Iterator[TrackerEnvironment]:
-    """A fresh table (as template.yaml defines it) and a simulated Klarna, with the environment variables a
-    function reads pointing at them; the table is deleted afterwards."""
+    """Fresh tables (as template.yaml defines them) and a simulated Klarna, with the environment variables a
+    function reads pointing at them; the tables are deleted afterwards. Every function gets the sessions
+    and the state table; the sessions function also its idempotency table."""
     client = boto3.client("dynamodb", endpoint_url=dynamodb_endpoint_url)
-    table = f"sessions-{uuid.uuid4().hex[:12]}"
-    create_table(client, "SessionsTable", table)
+    suffix = uuid.uuid4().hex[:12]
+    table, idempotency_table, state_table = f"sessions-{suffix}", f"idempotency-{suffix}", f"state-{suffix}"
+    tables = {"SessionsTable": table, "StateTable": state_table}
+    if service == "hpp-sessions":
+        tables["IdempotencyTable"] = idempotency_table
+    for logical_id, name in tables.items():
+        create_table(client, logical_id, name)
     with simulated_klarna() as klarna:
         environment = {
             "TABLE_NAME": table,
+            "IDEMPOTENCY_TABLE_NAME": idempotency_table,
+            "STATE_TABLE_NAME": state_table,
             "KLARNA_API_URL": klarna.url,
             "KLARNA_CREDENTIALS_SECRET_ARN": klarna_credentials_secret(moto_endpoint_url, klarna),
             "AWS_ENDPOINT_URL": moto_endpoint_url,
@@ -79,5 +91,6 @@ def tracker_environment(
         }
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
-        yield TrackerEnvironment(client, table, klarna)
-    client.delete_table(TableName=table)
+        yield TrackerEnvironment(client, table, klarna, idempotency_table, state_table)
+    for name in tables.values():
+        client.delete_table(TableName=name)

@@ -1,10 +1,13 @@
 """The Klarna the tests talk to: the simulator (local/klarna_simulator, the project's one fake Klarna)
 set up as tests need it, and the tracker's own KlarnaClient pointed at it.
 
-Tests get manual journeys (a session moves only when the test says so: `act`, `add_session`) and
-Klarna's real 47-hour session lifetime; they script faults and read the request log on the simulator
-itself. Integration tests start it (real HTTP on 127.0.0.1); unit tests do not, and talk to it through
-its in-process pool: the same Klarna, without a socket.
+Tests get manual journeys (a session moves only when the test says so: `act`, `add_session`),
+Klarna's real 47-hour session lifetime, and a Klarna whose Create Session hands out API URLs under
+another path than the documented one (MOVED_SESSIONS_PATH; Klarna: "the structure of the URLs may
+change"), so every test that creates a session proves the tracker uses the URLs it was given. They
+script faults and read the request log on the simulator itself. Integration tests start it (real HTTP
+on 127.0.0.1); unit tests do not, and talk to it through its in-process pool: the same Klarna, without
+a socket.
 """
 
 from collections.abc import Callable
@@ -19,7 +22,21 @@ from local.klarna_simulator import KlarnaSimulator, SimulatorConfig
 from local.klarna_simulator.scripting import RecordedRequest
 
 KLARNA_SESSION_LIFETIME = timedelta(hours=47)  # a KP session lives ~48 h; its HPP session 1 h less
-TEST_KLARNA = SimulatorConfig(journeys="manual", session_lifetime=KLARNA_SESSION_LIFETIME.total_seconds())
+# Where the test Klarna's created sessions live (seeded ones, "created elsewhere", keep the documented form).
+MOVED_SESSIONS_PATH = "/hpp/moved/sessions"
+# The URLs in Create Session's answer that the tracker keeps with the session and GET returns.
+KEPT_URLS = (
+    "session_url",
+    "redirect_url",
+    "qr_code_url",
+    "distribution_url",
+    "manual_identification_check_url",
+)
+TEST_KLARNA = SimulatorConfig(
+    journeys="manual",
+    session_lifetime=KLARNA_SESSION_LIFETIME.total_seconds(),
+    session_url_path=MOVED_SESSIONS_PATH,
+)
 
 
 def simulated_klarna(*, clock: Callable[[], datetime] | None = None, **config: Any) -> KlarnaSimulator:

@@ -1,4 +1,4 @@
-"""The sessions store the unit tests share: every storage port (hpp_core.ports), in memory, with the rules.
+"""The stores the unit tests share: every storage port (hpp_core.ports), in memory, with the rules.
 
 Writes are decided by hpp_core.lifecycle's `write_outcome`, the rule the repository's condition
 expressions enforce in DynamoDB, and the due index behaves as the repository's does: creating or
@@ -13,7 +13,7 @@ the poll_policy benchmark can run the poller over a merchant's whole population 
 """
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -22,6 +22,7 @@ from sortedcontainers import SortedList
 from hpp_core.errors import Conflict
 from hpp_core.lifecycle import poll_shard, poll_shard_ids, write_outcome
 from hpp_core.models import (
+    ConsumerLinks,
     DuePage,
     DueSession,
     PageKey,
@@ -96,12 +97,6 @@ class MemorySessionStore:
         with self._lock:
             return list(self._sessions)
 
-    def due_entry(self, session_id: str) -> DueSession | None:
-        """The session as the due index shows it; None when it is not in the index."""
-        with self._lock:
-            schedule = self._schedules.get(session_id)
-            return None if schedule is None else self._due_session(session_id, schedule)
-
     # -- StatusRecorder -----------------------------------------------------------------------------
 
     def record_status(self, update: StatusUpdate, *, callback_secret_hash: str | None = None) -> WriteResult:
@@ -140,26 +135,28 @@ class MemorySessionStore:
         expires_at: datetime | None,
         session_url: str | None,
         callback_secret_hash: str | None,
+        links: ConsumerLinks | None = None,
     ) -> TrackedSession:
+        created = {"session_url": session_url, **dict(links.links() if links else ConsumerLinks())}
         with self._lock:
             self._fail_if_asked("create_session")
             stored = self._sessions.get(session_id)
             if stored is not None:
-                # The first callback won the race: its state stays, the secret goes on file (never replaced).
+                # The first callback won the race: its state stays, the secret goes on file (never replaced),
+                # with what the create returned where the row has nothing.
                 if callback_secret_hash is not None and not stored.has_callback_secret:
-                    attached: dict[str, str | None] = {"callback_secret_hash": callback_secret_hash}
-                    if stored.session_url is None:
-                        attached["session_url"] = session_url
+                    attached: dict[str, object] = {"callback_secret_hash": callback_secret_hash}
+                    attached |= {k: v for k, v in created.items() if getattr(stored, k) is None}
                     self._sessions[session_id] = stored.model_copy(update=attached)
                 raise Conflict(f"session {session_id} is already tracked")
             now = self._now()
             session = TrackedSession(
+                **created,
                 session_id=session_id,
                 status=Status.WAITING.value,
                 updated_at=now,
                 updated_at_ms=0,
                 expires_at=expires_at,
-                session_url=session_url,
                 last_source="sessions_api",
                 recorded_at=now,
                 callback_secret_hash=callback_secret_hash,
@@ -228,6 +225,23 @@ class MemorySessionStore:
             self._set_schedule(due.session_id, None)
             return True
 
+    # -- the recovery CLI's reads (hpp-tracker) -----------------------------------------------------
+
+    def due_session(self, session_id: str) -> DueSession | None:
+        """The session as the due index shows it; None when it is not in the index."""
+        with self._lock:
+            schedule = self._schedules.get(session_id)
+            return None if schedule is None else self._due_session(session_id, schedule)
+
+    def sessions_recorded_between(self, start: datetime, end: datetime) -> Iterator[TrackedSession]:
+        with self._lock:
+            found = [
+                session
+                for session in self._sessions.values()
+                if session.recorded_at is not None and start <= session.recorded_at <= end
+            ]
+        return iter(found)
+
     # -- internals ----------------------------------------------------------------------------------
 
     def _now(self) -> datetime:
@@ -267,6 +281,7 @@ class MemorySessionStore:
             status=session.status,
             updated_at_ms=session.updated_at_ms,
             expires_at=session.expires_at,
+            session_url=session.session_url,
         )
 
     def _fail_if_asked(self, operation: str) -> None:
@@ -297,6 +312,35 @@ def _recorded(update: StatusUpdate, stored: TrackedSession | None, now: datetime
     if stored is None:
         return TrackedSession.model_validate({"session_id": update.session_id, **changes})
     return stored.model_copy(update=changes)
+
+
+class MemoryStateStore:
+    """The state table's roles (hpp_core.ports.UnknownSessionState) in memory, with the repository's rules:
+    a per-minute counter that never passes its limit, and 404s remembered to the second (the table's TTL
+    is in epoch seconds). The contract suite (tests/integration/test_state_store_contract.py) holds it
+    to the repository's behaviour on DynamoDB Local and moto."""
+
+    def __init__(self) -> None:
+        self.reads_by_minute: dict[datetime, int] = {}
+        self._not_found_until: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take_unknown_session_read(self, minute: datetime, *, limit: int) -> bool:
+        with self._lock:
+            taken = self.reads_by_minute.get(minute, 0)
+            if taken >= limit:
+                return False
+            self.reads_by_minute[minute] = taken + 1
+            return True
+
+    def recently_not_found(self, session_id: str, *, now: datetime) -> bool:
+        with self._lock:
+            until = self._not_found_until.get(session_id)
+        return until is not None and until > to_epoch_millis(now) // 1000
+
+    def remember_not_found(self, session_id: str, *, until: datetime) -> None:
+        with self._lock:
+            self._not_found_until[session_id] = to_epoch_millis(until) // 1000
 
 
 class MemoryPollerState:

@@ -14,6 +14,7 @@ from hpp_core.klarna import (
     KlarnaResponse,
     KlarnaTimeout,
     KlarnaUnavailable,
+    KlarnaUrlRefused,
     _error_from_response,
     retry_after_seconds,
 )
@@ -32,6 +33,7 @@ from hpp_core.klarna import (
         (KlarnaUnavailable("x"), 502),
         (KlarnaAuthFailed("x"), 502),
         (KlarnaBadResponse("x"), 502),
+        (KlarnaUrlRefused("x", refused_origin="https://elsewhere.example:443"), 502),
         (RuntimeError("boom with internals"), 500),
     ],
 )
@@ -61,6 +63,27 @@ def test_klarna_details_reach_the_caller() -> None:
         "error_messages": ["Bad value: x"],
         "correlation_id": "c-1",
     }
+
+
+@pytest.mark.parametrize(
+    ("payload", "messages"),
+    [
+        # Klarna's general error format has a single string too.
+        ({"error_code": "BAD_VALUE", "error_message": "Bad value: email"}, ["Bad value: email"]),
+        ({"error_code": "X", "error_messages": ["a", "b"], "error_message": "ignored"}, ["a", "b"]),
+        ({"error_code": "X", "error_message": ""}, []),
+        ({"error_code": "X", "error_message": 5}, []),
+        ({"error_code": "X", "error_messages": "not a list", "error_message": "one"}, ["one"]),
+    ],
+)
+def test_klarnas_error_message_string_is_read_like_its_list(payload: dict, messages: list[str]) -> None:
+    error = _error_from_response(KlarnaResponse(400, {}, json.dumps(payload).encode()), "distribute session")
+    assert error.error_messages == messages
+
+
+def test_a_refused_url_is_its_own_code() -> None:
+    status, body, _ = error_response(KlarnaUrlRefused("refused", refused_origin="https://evil.example:443"))
+    assert (status, body["error"]["code"]) == (502, "klarna_url_refused")
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,8 @@ def test_a_function_runs_with_its_template_settings_globals_merged_in(tmp_path: 
     assert environment["AWS_CONFIG_FILE"] == environment["AWS_SHARED_CREDENTIALS_FILE"] == "/dev/null"
     assert environment["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5000"
     assert environment["AWS_ENDPOINT_URL_DYNAMODB"] == "http://127.0.0.1:8000"
+    # The local gateway is plain http: the stack says so explicitly (the template never does).
+    assert environment["ALLOW_HTTP_CALLBACK_BASE_URL"] == "true"
 
 
 def test_a_function_without_a_local_code_directory_is_refused_by_name(tmp_path: Path) -> None:

@@ -111,6 +111,11 @@ def test_a_tracked_sessions_dump_never_holds_its_secret_hash_or_ordering_key() -
         "last_event_id": None,
         "last_source": None,
         "recorded_at": None,
+        "redirect_url": None,
+        "qr_code_url": None,
+        "distribution_url": None,
+        "manual_identification_check_url": None,
+        "distribution_module": None,
     }
     assert "f" * 64 not in repr(tracked)
     assert tracked.accepts_callback_secret("f" * 64)

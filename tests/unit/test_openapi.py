@@ -22,6 +22,8 @@ API_FUNCTIONS = ("callback", "sessions")
 def function_module(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """Import a function module under a placeholder environment (nothing is called at import)."""
     monkeypatch.setenv("TABLE_NAME", "sessions-openapi-test")
+    monkeypatch.setenv("STATE_TABLE_NAME", "state-openapi-test")
+    monkeypatch.setenv("IDEMPOTENCY_TABLE_NAME", "idempotency-openapi-test")
     monkeypatch.setenv("KLARNA_API_URL", "https://api.playground.klarna.com")
     monkeypatch.setenv(
         "KLARNA_CREDENTIALS_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:k"
@@ -103,7 +105,23 @@ def test_sample_create_bodies_against_the_spec(sample: str, valid: bool) -> None
 
 
 @pytest.mark.parametrize(
-    "sample", ["in_progress", "completed_authorization_token", "completed_order_id", "unknown_status"]
+    ("sample", "valid"),
+    [("distribute_email", True), ("distribute_sms", True), ("distribute_invalid_contact", False)],
+)
+def test_sample_distribution_bodies_against_the_spec(sample: str, valid: bool) -> None:
+    body = json.loads(load_event(f"sessions/{sample}")["body"])
+    assert (request_errors("POST", "/sessions/{session_id}/distribution", body) == []) is valid
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [
+        "in_progress",
+        "completed_authorization_token",
+        "completed_order_id",
+        "unknown_status",
+        "no_session_body",
+    ],
 )
 def test_sample_callback_bodies_against_the_spec(sample: str) -> None:
     body = json.loads(load_event(f"callback/{sample}")["body"])

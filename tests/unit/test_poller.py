@@ -271,7 +271,7 @@ def test_a_klarna_error_backs_the_session_off(simulator: KlarnaSimulator, klarna
     report = run(store, klarna)
     assert report.errors == {"KlarnaUnavailable": 1}
     assert report.outcomes[PollOutcome.ERROR] == 1
-    backed_off = store.due_entry("s1")
+    backed_off = store.due_session("s1")
     assert backed_off is not None
     assert (backed_off.poll_due_at, backed_off.poll_attempts) == (
         to_epoch_millis(NOW) + backoff_interval_seconds(3) * 1000,
@@ -292,7 +292,7 @@ def test_a_session_final_in_the_index_copy_is_not_polled(
 ) -> None:
     store = store_with(("s1", 1))
     klarna_knows(simulator, "s1")
-    due = store.due_entry("s1")
+    due = store.due_session("s1")
     assert due is not None
     result = poll_session(
         replace(due, status=Status.COMPLETED.value), store=store, klarna=klarna, policy=FAST
@@ -392,16 +392,16 @@ def test_a_write_dynamodb_refuses_leaves_that_session_due_and_the_others_recorde
         store = MemorySessionStore(poll_shards=1, clock=fixed(NOW))
         for session_id in sessions:
             quiet_session(store, simulator, session_id, quiet=timedelta(minutes=10), due_in=-FIRST_DELAY)
-    before = {s: store.due_entry(s) for s in sessions}
+    before = {s: store.due_session(s) for s in sessions}
     store.fail_next(failing_write, StorageUnavailable("DynamoDB refused the write"))
     report = run(store, klarna)
     assert report.errors == {"StorageUnavailable": 1}
     assert report.outcomes[PollOutcome.ERROR] == 1
     assert sum(report.outcomes.values()) == report.due == 3
     (problem,) = report.problems
-    assert store.due_entry(problem.session_id) == before[problem.session_id], "still due, as it was"
+    assert store.due_session(problem.session_id) == before[problem.session_id], "still due, as it was"
     for session_id in set(before) - {problem.session_id}:
-        assert store.due_entry(session_id) != before[session_id], "recorded: changed or rescheduled"
+        assert store.due_session(session_id) != before[session_id], "recorded: changed or rescheduled"
 
 
 def test_every_session_taken_is_counted_once_when_the_time_runs_out(
@@ -489,13 +489,13 @@ def quiet_session(
     simulator.add_session(session_id, status=status, updated_at=updated_at, expires_at=EXPIRES)
     session = KlarnaSession(session_id=session_id, status=status, updated_at=updated_at, expires_at=EXPIRES)
     store.record_status(StatusUpdate(session=session, source="klarna_read"))
-    entry = store.due_entry(session_id)
+    entry = store.due_session(session_id)
     assert entry is not None
     assert store.reschedule_poll(entry, next_due_at_ms=to_epoch_millis(NOW + due_in))
 
 
 def next_due_in(store: MemorySessionStore, session_id: str) -> timedelta:
-    entry = store.due_entry(session_id)
+    entry = store.due_session(session_id)
     assert entry is not None
     return timedelta(milliseconds=entry.poll_due_at - to_epoch_millis(NOW))
 

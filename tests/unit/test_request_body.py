@@ -2,6 +2,7 @@
 
 import base64
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from hpp_core.callbacks import parse_callback_body
 from hpp_core.errors import BadRequest, PayloadTooLarge
 from hpp_core.models import CallbackBody
-from hpp_core.request_body import MAX_BODY_BYTES, body_bytes, json_value
+from hpp_core.request_body import MAX_BODY_BYTES, MAX_JSON_DEPTH, body_bytes, json_value
 from hpp_core.sessions import parse_create_request
 
 # Deeper than Python's JSON parser can follow, and well under the size limit.
@@ -40,8 +41,59 @@ def test_base64_is_limited_by_its_decoded_size_and_must_be_base64() -> None:
 
 
 def test_json_nested_deeper_than_the_parser_goes_is_not_json_rather_than_a_crash() -> None:
-    with pytest.raises(ValueError, match="nested too deeply"):
+    with pytest.raises(ValueError, match=f"nested deeper than {MAX_JSON_DEPTH} levels"):
         json_value(TOO_DEEP.encode())
+
+
+@pytest.mark.parametrize("nest", [lambda v: [v], lambda v: {"k": v}])
+def test_json_is_read_to_max_depth_and_refused_one_level_deeper(nest: Any) -> None:
+    value: object = 1
+    for _ in range(MAX_JSON_DEPTH):
+        value = nest(value)
+    assert json_value(json.dumps(value).encode()) == value
+    with pytest.raises(ValueError, match=f"nested deeper than {MAX_JSON_DEPTH} levels"):
+        json_value(json.dumps(nest(value)).encode())
+
+
+# What Python's json module accepts but JSON (RFC 8259) does not, and numbers no float holds.
+NOT_STRICT_JSON = [
+    '{"amount": NaN}',
+    '{"amount": Infinity}',
+    '{"amount": -Infinity}',
+    '{"amount": 1e400}',
+    '{"amount": -1e400}',
+    '{"name": "\\ud800"}',  # a lone surrogate, escaped
+    "[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1),
+]
+
+
+@pytest.mark.parametrize("text", NOT_STRICT_JSON)
+def test_what_strict_json_refuses_is_not_json(text: str) -> None:
+    with pytest.raises(ValueError):
+        json_value(text.encode())
+
+
+@pytest.mark.parametrize("text", NOT_STRICT_JSON)
+def test_a_create_request_that_is_not_strict_json_is_a_400_saying_why(text: str) -> None:
+    # The finding: NaN / Infinity were taken, and sent on to Klarna as null.
+    valid_url = '{"payment_session_url": "https://pay.example/s/1", '
+    body = text.replace("{", valid_url, 1) if "{" in text else text
+    with pytest.raises(BadRequest, match="request body is not valid JSON: ") as refused:
+        parse_create_request(body)
+    assert "ud800" not in refused.value.message, "the message says why, without echoing the body"
+
+
+@pytest.mark.parametrize("text", NOT_STRICT_JSON)
+def test_a_callback_body_that_is_not_strict_json_is_unparsable_so_klarna_is_asked(text: str) -> None:
+    body = text.replace("{", '{"session": {"session_id": "s1"}, ', 1) if "{" in text else text
+    assert parse_callback_body(body) is None
+
+
+def test_a_lone_surrogate_in_the_event_body_is_refused_not_an_encoding_crash() -> None:
+    body = '{"payment_session_url": "https://pay.example/s/1", "name": "\ud800"}'
+    with pytest.raises(BadRequest, match="not valid JSON"):
+        parse_create_request(body)
+    assert parse_callback_body("\udfff") is None
 
 
 def test_a_too_deep_callback_body_is_unparsable_so_klarna_is_asked() -> None:
@@ -49,7 +101,7 @@ def test_a_too_deep_callback_body_is_unparsable_so_klarna_is_asked() -> None:
 
 
 def test_a_too_deep_create_request_is_a_400() -> None:
-    with pytest.raises(BadRequest, match="not valid JSON"):
+    with pytest.raises(BadRequest, match=f"not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels"):
         parse_create_request(TOO_DEEP)
 
 

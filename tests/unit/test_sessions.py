@@ -28,6 +28,7 @@ from hpp_core.sessions import (
     callback_url,
     create_session,
     disable_session,
+    idempotency_key,
     parse_create_request,
     session_view,
     track_session,
@@ -35,7 +36,7 @@ from hpp_core.sessions import (
 )
 from hpp_core.settings import ConfigurationError
 from local.klarna_simulator import KlarnaSimulator
-from tests.support.klarna import simulated_klarna
+from tests.support.klarna import KEPT_URLS, MOVED_SESSIONS_PATH, simulated_klarna
 from tests.support.memory_store import MemorySessionStore
 
 SID = "39a1c773-bafd-754d-af1f-b30c592f1267"
@@ -67,7 +68,7 @@ def test_the_callers_fields_pass_through_unchanged_known_or_not() -> None:
     sent = {
         "payment_session_url": KP,
         "merchant_urls": {"success": "https://s.example/ok?sid={{session_id}}", "future": "x"},
-        "options": {"place_order_mode": "PLACE_ORDER", "payment_method_categories": ["klarna"], "new": 1},
+        "options": {"place_order_mode": "PLACE_ORDER", "payment_method_categories": ["KLARNA"], "new": 1},
         "profile_id": "p-1",
         "merchant_reference": {"nested": [1, 2.5, None]},
     }
@@ -191,6 +192,7 @@ def settings(**env: str) -> SessionsSettings:
         "TABLE_NAME": "sessions",
         "KLARNA_API_URL": "https://api.playground.klarna.com",
         "KLARNA_CREDENTIALS_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:k",
+        "IDEMPOTENCY_TABLE_NAME": "idempotency",
     }
     return SessionsSettings.from_environment({**base, **env})
 
@@ -203,11 +205,29 @@ def test_callback_base_url_configures_custom_domains() -> None:
     assert settings(CALLBACK_BASE_URL="").callback_base is None  # CloudFormation's "not set"
 
 
-@pytest.mark.parametrize("value", ["https://pay.example.com/hpp?x=1", "not a url", "ftp://pay.example.com"])
+@pytest.mark.parametrize(
+    "value",
+    ["https://pay.example.com/hpp?x=1", "not a url", "ftp://pay.example.com", "http://pay.example.com/hpp"],
+)
 def test_a_bad_callback_base_url_fails_at_start_up_naming_the_variable(value: str) -> None:
     with pytest.raises(ConfigurationError) as raised:
         settings(CALLBACK_BASE_URL=value)
     assert "CALLBACK_BASE_URL" in str(raised.value)
+
+
+def test_an_http_callback_base_url_needs_the_explicit_local_setting() -> None:
+    # Klarna calls back over HTTPS only; the local stack's gateway is plain http on 127.0.0.1 and says so.
+    with pytest.raises(ConfigurationError, match="https"):
+        settings(CALLBACK_BASE_URL="http://127.0.0.1:3000/prod")
+    with pytest.raises(ConfigurationError, match="https"):
+        settings(CALLBACK_BASE_URL="http://127.0.0.1:3000/prod", ALLOW_HTTP_CALLBACK_BASE_URL="false")
+    local = settings(CALLBACK_BASE_URL="http://127.0.0.1:3000/prod", ALLOW_HTTP_CALLBACK_BASE_URL="true")
+    assert local.callback_base == "http://127.0.0.1:3000/prod"
+
+
+def test_the_sessions_function_needs_its_idempotency_table() -> None:
+    with pytest.raises(ConfigurationError, match="IDEMPOTENCY_TABLE_NAME"):
+        settings(IDEMPOTENCY_TABLE_NAME="")
 
 
 def test_retry_settings_make_the_policy() -> None:
@@ -504,3 +524,100 @@ def test_klarnas_400_for_a_session_already_disabled_there_is_a_success(
     result = disable_session(SID, klarna=klarna, store=store)
     assert (result.outcome, result.recorded_from) == ("already_disabled", "klarna_read")
     assert [write.update.status for write in store.writes] == ["DISABLED"]
+
+
+# -- the URLs and links a create returned -------------------------------------------------------------
+
+
+def created_session(klarna: KlarnaClient, store: MemorySessionStore) -> str:
+    result = create_session(
+        parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
+    )
+    return result.session_id
+
+
+def test_create_keeps_the_consumer_links_and_get_returns_them_but_not_the_distribution_token(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    store = MemorySessionStore(clock=lambda: NOW)
+    result = create_session(
+        parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
+    )
+    answer = result.created.body
+    view = session_view(tracked_session(result.session_id, store=store))
+    for link in KEPT_URLS:
+        assert view[link] == answer[link], link
+    token = answer["distribution_module"]["token"]
+    assert view["distribution_module"] == {
+        "standalone_url": answer["distribution_module"]["standalone_url"],
+        "generation_url": answer["distribution_module"]["generation_url"],
+    }
+    assert token not in json.dumps(view) and token not in repr(store.get_session(result.session_id))
+    assert token in json.dumps(answer), "the caller got it in the create answer"
+
+
+def test_links_in_an_unexpected_shape_are_dropped_not_a_failed_create(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    odd = {
+        "session_id": SID,
+        "session_url": f"{simulator.url}/hpp/v1/sessions/{SID}",
+        "redirect_url": ["not", "a", "url"],
+        "qr_code_url": "x" * 5000,
+        "distribution_module": "token-only",
+        "expires_at": "2026-11-23T09:00:00.000Z",
+    }
+    simulator.fail_next("POST", None, status=201, body=odd)
+    store = MemorySessionStore()
+    result = create_session(
+        parse_create_request(request_body()), callback_url=CALLBACK, klarna=klarna, store=store
+    )
+    stored = store.get_session(result.session_id)
+    assert stored is not None and stored.session_url == odd["session_url"]
+    assert (stored.redirect_url, stored.qr_code_url, stored.distribution_module) == (None, None, None)
+    assert result.created.body == odd, "the caller still gets Klarna's answer as Klarna sent it"
+
+
+def test_track_and_disable_of_a_tracked_session_go_to_its_session_url(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    store = MemorySessionStore(clock=lambda: NOW)
+    session_id = created_session(klarna, store)
+    session_url = simulator.session_url(session_id)
+    assert MOVED_SESSIONS_PATH in session_url
+    simulator.act(session_id, "IN_PROGRESS", callback=False)
+    assert track_session(session_id, klarna=klarna, store=store).session.status == "IN_PROGRESS"
+    assert disable_session(session_id, klarna=klarna, store=store).recorded_from == "klarna_read"
+    moved = f"{MOVED_SESSIONS_PATH}/{session_id}"
+    assert [(r.method, r.path) for r in simulator.requests[1:]] == [
+        ("GET", moved),
+        ("DELETE", moved),
+        ("GET", moved),
+    ]
+    assert status_of_session(store, session_id) == "DISABLED"
+
+
+def status_of_session(store: MemorySessionStore, session_id: str) -> str | None:
+    stored = store.get_session(session_id)
+    return None if stored is None else stored.status
+
+
+# -- the idempotency key ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["a", "order-4711/attempt 1", "~" * 255, "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}"])
+def test_an_idempotency_key_is_1_to_255_printable_characters(key: str) -> None:
+    assert idempotency_key([key]) == key
+
+
+@pytest.mark.parametrize(
+    "values", [[""], ["x" * 256], ["tab\there"], ["line\nbreak"], ["é"], ["\x00"], ["a", "b"]]
+)
+def test_any_other_idempotency_key_is_a_400_never_echoing_it(values: list[str]) -> None:
+    with pytest.raises(BadRequest, match="Idempotency-Key") as raised:
+        idempotency_key(values)
+    assert all(value not in raised.value.message for value in values if len(value) > 1)
+
+
+def test_no_idempotency_key_is_none() -> None:
+    assert idempotency_key([]) is None

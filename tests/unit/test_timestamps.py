@@ -1,9 +1,12 @@
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hpp_core.callbacks import parse_callback_body
+from hpp_core.errors import BadRequest
 from hpp_core.timestamps import format_timestamp, parse_timestamp, to_epoch_millis
 
 SAME_MOMENT = [
@@ -67,3 +70,39 @@ def test_parse_format_round_trip_is_exact_to_the_millisecond(moment: datetime) -
     assert to_epoch_millis(parsed) == (
         moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
     ) // timedelta(milliseconds=1)
+
+
+# The finding: converting these to UTC overflowed (OverflowError: a 500 for the caller).
+OVERFLOWING = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]
+OUT_OF_RANGE = [
+    *OVERFLOWING,
+    "0001-01-01T00:00:00Z",
+    "1969-12-31T23:59:59.999Z",
+    "3000-01-01T00:00:00Z",
+    "9999-12-31T23:59:59Z",
+    "2999-12-31T23:00:00-01:00",  # 3000-01-01T00:00Z in UTC
+]
+
+
+@pytest.mark.parametrize("text", OUT_OF_RANGE)
+def test_a_date_outside_the_sane_range_is_a_value_error_naming_the_range(text: str) -> None:
+    with pytest.raises(ValueError, match="must be from 1970-01-01T00:00:00Z up to"):
+        parse_timestamp(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["1970-01-01T00:00:00Z", "2999-12-31T23:59:59.999Z", "1970-01-01T01:00:00+01:00"]
+)
+def test_the_ends_of_the_range_are_taken(text: str) -> None:
+    assert format_timestamp(parse_timestamp(text)) in {"1970-01-01T00:00:00.000Z", "2999-12-31T23:59:59.999Z"}
+
+
+@pytest.mark.parametrize("field", ["updated_at", "expires_at"])
+@pytest.mark.parametrize("text", OVERFLOWING)
+def test_an_overflowing_callback_date_is_a_400_naming_the_field(field: str, text: str) -> None:
+    session = {"session_id": "s1", "status": "IN_PROGRESS", "updated_at": "2019-05-13T14:52:10.120Z"}
+    with pytest.raises(BadRequest) as refused:
+        parse_callback_body(json.dumps({"session": {**session, field: text}}))
+    (detail,) = refused.value.details
+    assert detail.startswith(f"session.{field}: ")
+    assert text not in detail

@@ -21,7 +21,8 @@ def new_callback_secret() -> str:
 
 
 def hash_callback_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+    # surrogatepass: a query value can hold a lone surrogate; it is hashed (and matches nothing), not a 500.
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def hashes_match(stored_hash: str, presented_hash: str) -> bool:

@@ -21,6 +21,10 @@ class TrackerError(Exception):
         """Extra fields of the error body (and of its log line), beyond code, message and details."""
         return {}
 
+    def response_headers(self) -> dict[str, str]:
+        """Extra headers of the answer (e.g. Retry-After)."""
+        return {}
+
 
 class BadRequest(TrackerError):
     status_code = 400
@@ -40,6 +44,19 @@ class NotFound(TrackerError):
 class Conflict(TrackerError):
     status_code = 409
     code = "conflict"
+
+
+class RequestInProgress(Conflict):
+    """A create with the same Idempotency-Key is still running: retry once it has answered."""
+
+    code = "request_in_progress"
+
+
+class IdempotencyKeyReused(TrackerError):
+    """The Idempotency-Key was used before with another body: the body is not the same request."""
+
+    status_code = 422
+    code = "idempotency_key_reused"
 
 
 class PayloadTooLarge(TrackerError):
@@ -76,6 +93,21 @@ class SessionNotTracked(StorageUnavailable):
 
     def response_fields(self) -> dict[str, Any]:
         return {"session_id": self.session_id, "session_url": self.session_url}
+
+
+class UnknownSessionBudgetSpent(TrackerError):
+    """This minute's Klarna reads for callbacks naming a session the table does not have are used up:
+    a genuine Klarna callback is retried (503 + Retry-After), a forged one costs no Klarna read."""
+
+    status_code = 503
+    code = "unknown_session_budget_spent"
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
 
 
 class Misconfigured(TrackerError):

@@ -1,9 +1,11 @@
-"""Errors to HTTP, in one place, for every API function.
+"""HTTP for every API function, in one place: how routes match, and errors to answers.
 
 Each error becomes `{"error": {"code", "message", "details"?, "klarna"?}}` with the status it deserves,
 and one structured log line. Nothing here ever echoes request data, so no secret or token can leak.
 """
 
+import re
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -21,6 +23,7 @@ from hpp_core.klarna import (
     KlarnaRateLimited,
     KlarnaRejected,
     KlarnaTimeout,
+    KlarnaUrlRefused,
 )
 
 # Default answers for Klarna failures; an operation that knows better (a 404 that means "already gone",
@@ -32,7 +35,25 @@ _KLARNA_STATUS: list[tuple[type[KlarnaError], int, str]] = [
     (KlarnaTimeout, 504, "klarna_timeout"),
     (KlarnaAuthFailed, 502, "klarna_credentials_refused"),
     (KlarnaBadResponse, 502, "klarna_bad_response"),
+    # A URL Klarna returned for the session is not on KLARNA_API_URL: only the operator can tell why.
+    (KlarnaUrlRefused, 502, "klarna_url_refused"),
 ]
+
+
+class StrictRestResolver(APIGatewayRestResolver):
+    """Powertools' REST resolver with every route matched in full, as API Gateway matches its resources.
+
+    Powertools ends a route's pattern with `$`, which also matches before a final newline, and lets a
+    `<param>` stop short of one: `/sessions/<id>\n` was routed as `/sessions/<id>`, so a DELETE with a
+    trailing `%0A` disabled the real session. Here a `<param>` is one whole path segment, whatever it
+    holds (as `{param}` is on API Gateway), and the pattern must reach the end of the path: the handler
+    then gets the value as sent, and refuses it (400) when it is no session id.
+    """
+
+    @staticmethod
+    def _compile_regex(rule: str, base_regex: str = "") -> re.Pattern[str]:
+        segments = re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", rule)
+        return re.compile(rf"\A{segments}/*\Z")
 
 
 def error_body(code: str, message: str, details: list[str] | None = None, **extra: Any) -> dict[str, Any]:
@@ -50,7 +71,7 @@ def error_response(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]]
         cause = exc.__cause__
         klarna_details = _klarna_details(cause) if isinstance(cause, KlarnaError) else None
         body = error_body(exc.code, exc.message, exc.details, **exc.response_fields(), klarna=klarna_details)
-        return exc.status_code, body, {}
+        return exc.status_code, body, exc.response_headers()
     if isinstance(exc, KlarnaError):
         status, code = next(
             ((s, c) for kind, s, c in _KLARNA_STATUS if isinstance(exc, kind)), (502, "klarna_unavailable")
@@ -76,17 +97,27 @@ def _klarna_details(exc: KlarnaError) -> dict[str, Any]:
     return {k: v for k, v in klarna.items() if v is not None}
 
 
-def install_error_handlers(app: APIGatewayRestResolver, logger: Logger, metrics: Metrics) -> None:
-    """Register the one mapping on a Powertools resolver: one log line and one metric per failure."""
+ErrorAnswer = tuple[int, dict[str, Any], dict[str, str]]
 
-    @app.exception_handler(Exception)
-    def _handle(exc: Exception) -> Response[Any]:
+
+def install_error_handlers(
+    app: APIGatewayRestResolver, logger: Logger, metrics: Metrics
+) -> Callable[[Exception], ErrorAnswer]:
+    """Register the one mapping on a Powertools resolver: one log line and one metric per failure.
+
+    Returns the same mapping (logged and counted) for a handler that answers a failure itself, e.g. an
+    idempotent create that must remember the answer.
+    """
+
+    def answer(exc: Exception) -> ErrorAnswer:
         status, body, headers = error_response(exc)
         metrics.add_metric(name=f"Error_{body['error']['code']}", unit=MetricUnit.Count, value=1)
         fields: dict[str, Any] = {"http_status": status, "error_code": body["error"]["code"]}
         klarna_error = exc if isinstance(exc, KlarnaError) else exc.__cause__
         if isinstance(klarna_error, KlarnaError):
             fields.update(klarna_error.log_fields())
+        if isinstance(klarna_error, KlarnaUrlRefused):
+            metrics.add_metric(name="KlarnaUrlRefused", unit=MetricUnit.Count, value=1)
         if isinstance(exc, TrackerError):
             fields.update(exc.response_fields())
         if status >= HTTPStatus.INTERNAL_SERVER_ERROR and not isinstance(
@@ -96,7 +127,13 @@ def install_error_handlers(app: APIGatewayRestResolver, logger: Logger, metrics:
         else:
             log = logger.error if status >= HTTPStatus.INTERNAL_SERVER_ERROR else logger.warning
             log(body["error"]["message"], extra={**fields, "details": body["error"].get("details")})
-        return json_response(status, body, headers)
+        return status, body, headers
+
+    @app.exception_handler(Exception)
+    def _handle(exc: Exception) -> Response[Any]:
+        return json_response(*answer(exc))
+
+    return answer
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[Any]:
@@ -108,4 +145,4 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
     )
 
 
-__all__ = ["error_body", "error_response", "install_error_handlers", "json_response"]
+__all__ = ["StrictRestResolver", "error_body", "error_response", "install_error_handlers", "json_response"]

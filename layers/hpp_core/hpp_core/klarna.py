@@ -1,9 +1,15 @@
-"""Klarna HPP API client: Create, Read and Disable Session.
+"""Klarna HPP API client: Create, Read, Disable and Distribute Session.
 
 HTTP Basic with the merchant's credentials from Secrets Manager, one total timeout per call, and every
 non-2xx answer raised as a `KlarnaError` subclass carrying Klarna's `error_code`, `error_messages` and
 `correlation_id`, which is what Klarna support asks for. Idempotent calls (Read, Disable) can be retried
-with a `RetryPolicy`; Create never is (a retry could create a second session).
+with a `RetryPolicy`; Create and Distribute never are (a retry could create a second session or send the
+consumer a second message).
+
+A session's calls go to the URLs Klarna returned for it (`session_url`, `distribution_url`: Klarna says
+their structure may change); only a session with none on file gets the documented form. Every request,
+whatever its URL, is checked first: it goes out (with the credentials) only if its scheme, host and port
+are the configured KLARNA_API_URL's, else `KlarnaUrlRefused` is raised and nothing is sent.
 """
 
 import json
@@ -13,11 +19,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import urllib3
-from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
+from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hpp_core.errors import DependencyError
@@ -99,6 +106,17 @@ class KlarnaBadResponse(KlarnaError):
     """A 2xx whose body is not what Klarna documents."""
 
 
+@dataclass
+class KlarnaUrlRefused(KlarnaError):
+    """A URL (one Klarna returned for a session) not on the configured Klarna API's scheme, host and
+    port: nothing was sent, so the credentials never left for it."""
+
+    refused_origin: str = ""
+
+    def log_fields(self) -> dict[str, Any]:
+        return {**super().log_fields(), "refused_origin": self.refused_origin}
+
+
 @dataclass(frozen=True)
 class KlarnaResponse:
     status: int
@@ -159,9 +177,13 @@ def _error_details(response: KlarnaResponse) -> dict[str, Any]:
     if not isinstance(payload, dict):
         payload = {}
     messages = payload.get("error_messages")
+    if not isinstance(messages, list):
+        # Klarna's general error format also knows a single `error_message` string.
+        message = payload.get("error_message")
+        messages = [message] if isinstance(message, str) and message else []
     return {
         "error_code": str(payload["error_code"])[:200] if payload.get("error_code") else None,
-        "error_messages": [str(m)[:500] for m in messages][:10] if isinstance(messages, list) else [],
+        "error_messages": [str(m)[:500] for m in messages][:10],
         "correlation_id": str(payload["correlation_id"])[:200] if payload.get("correlation_id") else None,
     }
 
@@ -260,6 +282,18 @@ def call_with_retry[T](attempt: Callable[[float], T], *, timeout_seconds: float,
 CredentialsProvider = Callable[[], KlarnaCredentials]
 
 
+def origin(url: str) -> str:
+    """`scheme://host:port` of a URL (the port spelled out, lower case), or "" when it has none."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme.lower())
+    except ValueError:
+        return ""
+    if not parts.hostname or port is None:
+        return ""
+    return f"{parts.scheme.lower()}://{parts.hostname.lower()}:{port}"
+
+
 class KlarnaClient:
     def __init__(
         self,
@@ -270,6 +304,7 @@ class KlarnaClient:
         pool: urllib3.PoolManager | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._origin = origin(self._base_url)
         self._credentials = credentials
         self._timeout_seconds = timeout_seconds
         # Connections are reused across invocations of a warm Lambda; urllib3 retries are off because
@@ -277,12 +312,17 @@ class KlarnaClient:
         self._pool = pool or urllib3.PoolManager(maxsize=16, retries=False)
 
     def session_url(self, session_id: str) -> str:
+        """The documented form of a session's URL: only for a session tracked without the one Klarna
+        returned (created elsewhere)."""
         return f"{self._base_url}{SESSIONS_PATH}/{quote(session_id, safe='')}"
 
-    def read_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> KlarnaSession:
-        url = self.session_url(session_id)
+    def read_session(
+        self, session_id: str, *, url: str | None = None, retry: RetryPolicy = NO_RETRY
+    ) -> KlarnaSession:
+        """Read Session at `url` (the session's `session_url`), or the documented form without one."""
+        target = url or self.session_url(session_id)
         response = call_with_retry(
-            lambda timeout: self.request("GET", url, operation="read session", timeout_seconds=timeout),
+            lambda timeout: self.request("GET", target, operation="read session", timeout_seconds=timeout),
             timeout_seconds=self._timeout_seconds,
             policy=retry,
         )
@@ -302,18 +342,13 @@ class KlarnaClient:
         whether Klarna created a session; the error says so, for the caller to decide.
         """
         operation = "create session"
-        try:
-            response = self.request(
-                "POST",
-                f"{self._base_url}{SESSIONS_PATH}",
-                operation=operation,
-                body=body,
-                timeout_seconds=timeout_seconds,
-            )
-        except KlarnaUnavailable as error:
-            if error.http_status is None:
-                error.message += "; Klarna may or may not have created the session"
-            raise
+        response = self._post_once(
+            f"{self._base_url}{SESSIONS_PATH}",
+            body,
+            operation=operation,
+            timeout_seconds=timeout_seconds,
+            unanswered="Klarna may or may not have created the session",
+        )
         try:
             payload = response.json()
             return KlarnaCreated(KlarnaCreatedSession.model_validate(payload), payload)
@@ -325,14 +360,55 @@ class KlarnaClient:
                 http_status=response.status,
             ) from None
 
-    def disable_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> None:
-        """Disable Session (204). Klarna: 400 when the session is COMPLETED, 404 when unknown or expired."""
-        url = self.session_url(session_id)
+    def disable_session(
+        self, session_id: str, *, url: str | None = None, retry: RetryPolicy = NO_RETRY
+    ) -> None:
+        """Disable Session (204) at `url` (the session's `session_url`), or the documented form without
+        one. Klarna: 400 when the session is COMPLETED, 404 when unknown or expired."""
+        target = url or self.session_url(session_id)
         call_with_retry(
-            lambda timeout: self.request("DELETE", url, operation="disable session", timeout_seconds=timeout),
+            lambda timeout: self.request(
+                "DELETE", target, operation="disable session", timeout_seconds=timeout
+            ),
             timeout_seconds=self._timeout_seconds,
             policy=retry,
         )
+
+    def distribute_session(
+        self,
+        session_id: str,
+        body: Mapping[str, Any],
+        *,
+        url: str | None = None,
+        timeout_seconds: float | None = None,
+    ) -> None:
+        """Send the consumer the payment link (`POST distribution_url`, 201 or 204), exactly once: a
+        retry could send a second e-mail or SMS. Without a `distribution_url` on file, the documented
+        form. The body holds contact data: it is sent, never logged."""
+        self._post_once(
+            url or f"{self.session_url(session_id)}/distribution",
+            body,
+            operation="distribute session",
+            timeout_seconds=timeout_seconds,
+            unanswered="Klarna may or may not have sent the link",
+        )
+
+    def _post_once(
+        self,
+        url: str,
+        body: Mapping[str, Any],
+        *,
+        operation: str,
+        timeout_seconds: float | None,
+        unanswered: str,
+    ) -> KlarnaResponse:
+        """A POST that must not be repeated; a failure without an answer says what may have happened."""
+        try:
+            return self.request("POST", url, operation=operation, body=body, timeout_seconds=timeout_seconds)
+        except KlarnaUnavailable as error:
+            if error.http_status is None:
+                error.message += f"; {unanswered}"
+            raise
 
     def request(
         self,
@@ -343,7 +419,9 @@ class KlarnaClient:
         body: Mapping[str, Any] | None = None,
         timeout_seconds: float | None = None,
     ) -> KlarnaResponse:
-        """One HTTP call; raises a KlarnaError for anything but a 2xx."""
+        """One HTTP call; raises a KlarnaError for anything but a 2xx, and KlarnaUrlRefused (nothing
+        sent) for a URL that is not on the configured Klarna API's scheme, host and port."""
+        self._check_url(url, operation)
         headers = {
             "Authorization": self._credentials().basic_auth_header(),
             "Accept": "application/json",
@@ -375,6 +453,16 @@ class KlarnaClient:
             raise _error_from_response(response, operation)
         return response
 
+    def _check_url(self, url: str, operation: str) -> None:
+        refused = origin(url)
+        if refused and refused == self._origin and "@" not in urlsplit(url).netloc:
+            return
+        raise KlarnaUrlRefused(
+            f"Klarna {operation}: refused to send the credentials to {refused or 'an unreadable URL'}: "
+            f"the session's URL is not on KLARNA_API_URL ({self._origin})",
+            refused_origin=refused,
+        )
+
 
 def _is_timeout(exc: BaseException) -> bool:
     """A request that may have reached Klarna and gone unanswered (not a refused connection)."""
@@ -395,12 +483,19 @@ def parse_session(response: KlarnaResponse, *, operation: str) -> KlarnaSession:
         ) from None
 
 
-def secrets_manager_credentials(secret_arn: str, *, max_age_seconds: int) -> CredentialsProvider:
-    """Credentials from Secrets Manager through Powertools parameters (cached for `max_age_seconds`)."""
+def secrets_manager_credentials(
+    secret_arn: str, *, max_age_seconds: int, boto_config: Config | None = None
+) -> CredentialsProvider:
+    """Credentials from Secrets Manager through Powertools parameters (cached for `max_age_seconds`), its
+    client made on first use with `boto_config` (timeouts and retries)."""
+    provider: SecretsProvider | None = None
 
     def provide() -> KlarnaCredentials:
+        nonlocal provider
+        if provider is None:
+            provider = SecretsProvider(boto_config=boto_config)
         try:
-            secret = parameters.get_secret(secret_arn, transform="json", max_age=max_age_seconds)
+            secret = provider.get(secret_arn, transform="json", max_age=max_age_seconds)
         except TransformParameterError:
             raise KlarnaAuthFailed("Klarna credentials secret is not JSON") from None
         except GetParameterError:

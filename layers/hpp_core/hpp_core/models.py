@@ -13,7 +13,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 
 from hpp_core.callback_secrets import hashes_match
 from hpp_core.statuses import Status, is_final
@@ -27,6 +36,7 @@ StatusText = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 UpdateSource = Literal["callback", "klarna_read", "sessions_api", "poller"]
+KlarnaUrl = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
 
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 
@@ -56,13 +66,54 @@ class KlarnaSession(BaseModel):
         return self.status == Status.COMPLETED and self.authorization_token is None and self.order_id is None
 
 
-class KlarnaCreatedSession(BaseModel):
-    """What the tracker needs from Create Session's answer (the caller gets Klarna's whole body)."""
+def _none_if_invalid(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # A consumer link Klarna sent in an unexpected shape is dropped: it must not fail a create that
+    # Klarna has already carried out.
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
+ConsumerLink = Annotated[KlarnaUrl | None, WrapValidator(_none_if_invalid)]
+
+
+class DistributionModule(BaseModel):
+    """Create's `distribution_module`, kept without its `token`.
+
+    The token lets whoever holds it drive the session's distribution module: a bearer value the tracker
+    never uses. The caller got it in the create answer; keeping it would put a credential-like value in
+    the table, its stream and every tool that reads rows. The two URLs are consumer links like the rest.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
+    standalone_url: ConsumerLink = None
+    generation_url: ConsumerLink = None
+
+
+class ConsumerLinks(BaseModel):
+    """The links Create Session returns once, kept with the session so that `GET` can give them again
+    (docs/klarna-hpp.md: they cannot be rebuilt). `distribution_url` is also where distribution goes."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    redirect_url: ConsumerLink = None
+    qr_code_url: ConsumerLink = None
+    distribution_url: ConsumerLink = None
+    manual_identification_check_url: ConsumerLink = None
+    distribution_module: Annotated[DistributionModule | None, WrapValidator(_none_if_invalid)] = None
+
+    def links(self) -> "ConsumerLinks":
+        """Only the consumer links (of a model that has more fields)."""
+        return ConsumerLinks.model_validate(self.model_dump(include=set(ConsumerLinks.model_fields)))
+
+
+class KlarnaCreatedSession(ConsumerLinks):
+    """What the tracker needs from Create Session's answer (the caller gets Klarna's whole body)."""
+
     session_id: SessionId
-    session_url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
+    session_url: KlarnaUrl | None = None
     expires_at: Timestamp | None = None
 
 
@@ -117,15 +168,14 @@ class StatusUpdate(BaseModel):
         return format_timestamp(self.session.expires_at) if self.session.expires_at else None
 
 
-class TrackedSession(BaseModel):
+class TrackedSession(ConsumerLinks):
     """A session as the tracker stores it: every read of a row, and every stream image of one, becomes
-    this (the repository's one row-to-model mapping).
+    this (the repository's one row-to-model mapping). The consumer links are those of its create (none
+    for a session created elsewhere).
 
     Two fields are for the core's own decisions and excluded from every dump, so the public view
     (`sessions.session_view`) cannot show them: the callback secret's hash and the ordering key.
     """
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     session_id: str = Field(min_length=1, max_length=256)
     status: str = Field(min_length=1, max_length=64)
@@ -210,6 +260,8 @@ class DueSession:
     status: str | None
     updated_at_ms: int | None
     expires_at: datetime | None
+    # Where Klarna said the session is read (None: the documented form).
+    session_url: str | None = None
 
 
 # Where the next page of a due query starts: the store's own bookmark, handed back unchanged.
@@ -254,6 +306,8 @@ __all__ = [
     "ACCEPTED_OUTCOMES",
     "SESSION_ID_PATTERN",
     "CallbackBody",
+    "ConsumerLinks",
+    "DistributionModule",
     "DuePage",
     "DueSession",
     "KlarnaCreated",

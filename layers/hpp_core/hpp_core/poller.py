@@ -240,7 +240,7 @@ def read_due_session(due: DueSession, klarna: KlarnaReader) -> KlarnaRead | Sess
     if due.status is not None and is_final(due.status):
         return SessionResult(due.session_id, PollOutcome.SUPERSEDED)  # a stale index copy
     try:
-        return KlarnaRead(due, klarna.read_session(due.session_id))
+        return KlarnaRead(due, klarna.read_session(due.session_id, url=due.session_url))
     except KlarnaRateLimited as exc:
         return SessionResult(due.session_id, PollOutcome.THROTTLED, retry_after=exc.retry_after)
     except KlarnaAuthFailed as exc:
@@ -615,7 +615,9 @@ class _PacedKlarna:
         self._run = run
         self._deadline = deadline
 
-    def read_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> KlarnaSession:
+    def read_session(
+        self, session_id: str, *, url: str | None = None, retry: RetryPolicy = NO_RETRY
+    ) -> KlarnaSession:
         if self._run.stop.is_set():
             raise _NoGrant
         if not self._run.limiter.acquire(self._deadline()):
@@ -623,7 +625,7 @@ class _PacedKlarna:
                 # No grant before the margin: no later session would get one either.
                 self._run.halt(StopReason.TIME_BUDGET, cancel_waits=False)
             raise _NoGrant
-        return self._klarna.read_session(session_id, retry=retry)
+        return self._klarna.read_session(session_id, url=url, retry=retry)
 
 
 class PollThreads:

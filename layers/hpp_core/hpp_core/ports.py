@@ -1,17 +1,19 @@
 """What the core asks of storage and of Klarna: one narrow protocol per role, in domain models.
 
-The adapters are `repository.SessionRepository` (the sessions table) and `klarna.KlarnaClient`; the unit
-tests share an in-memory store (tests/support/memory_store.py) that implements the storage roles with
-the same rules (hpp_core.lifecycle). A function asks for exactly the roles it uses; the two pairs that
-are used together are named below them.
+The adapters are `repository.SessionRepository` (the sessions table), `repository.StateRepository` (the
+state table) and `klarna.KlarnaClient`; the unit tests share in-memory stores
+(tests/support/memory_store.py) that implement the storage roles with the same rules
+(hpp_core.lifecycle). A function asks for exactly the roles it uses; the two pairs that are used
+together are named below them.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
 from hpp_core.klarna import NO_RETRY, RetryPolicy
 from hpp_core.models import (
+    ConsumerLinks,
     DuePage,
     DueSession,
     KlarnaCreated,
@@ -48,6 +50,7 @@ class SessionCreator(Protocol):
         expires_at: datetime | None,
         session_url: str | None,
         callback_secret_hash: str | None,
+        links: ConsumerLinks | None = None,
     ) -> TrackedSession: ...
 
 
@@ -77,6 +80,19 @@ class DueQueue(Protocol):
     def stop_polling(self, due: DueSession) -> bool: ...
 
 
+class DueLookup(Protocol):
+    """One named session's place in the due index, read from its row (the recovery CLI's reconcile)."""
+
+    def due_session(self, session_id: str) -> DueSession | None: ...
+
+
+class RecordedBetween(Protocol):
+    """Sessions by when their last status was recorded: the recovery CLI's way back to sessions whose
+    stream records have been trimmed (a scan: its cost is the table's size)."""
+
+    def sessions_recorded_between(self, start: datetime, end: datetime) -> Iterator[TrackedSession]: ...
+
+
 class PollerStateStore(Protocol):
     """The poller's own state across runs (the evidence of lost callbacks); one writer, the poller."""
 
@@ -93,11 +109,35 @@ class PollStore(DueQueue, StatusRecorder, Protocol):
     """The due queue and the one write path: what a poller run works with."""
 
 
+class RecoveryStore(PollStore, SessionLookup, DueLookup, RecordedBetween, Protocol):
+    """Everything the recovery CLI (hpp-tracker) asks of storage: the poller's roles to reconcile, and the
+    reads that find the sessions to reconcile or republish."""
+
+
+# -- state that is not a session (the state table) ---------------------------------------------------
+
+
+class UnknownSessionState(Protocol):
+    """What callbacks share, across every instance, about sessions the table does not have: a budget of
+    Klarna reads per minute, and the ids Klarna recently answered 404 for."""
+
+    def take_unknown_session_read(self, minute: datetime, *, limit: int) -> bool: ...
+
+    def recently_not_found(self, session_id: str, *, now: datetime) -> bool: ...
+
+    def remember_not_found(self, session_id: str, *, until: datetime) -> None: ...
+
+
 # -- Klarna -------------------------------------------------------------------------------------------
 
 
+# A session's own calls take the URL Klarna returned for it (None: the documented form).
+
+
 class KlarnaReader(Protocol):
-    def read_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> KlarnaSession: ...
+    def read_session(
+        self, session_id: str, *, url: str | None = None, retry: RetryPolicy = NO_RETRY
+    ) -> KlarnaSession: ...
 
 
 class KlarnaCreator(Protocol):
@@ -109,4 +149,19 @@ class KlarnaCreator(Protocol):
 class KlarnaDisabler(KlarnaReader, Protocol):
     """Disable, and read the session back (Disable's 204 carries no state)."""
 
-    def disable_session(self, session_id: str, *, retry: RetryPolicy = NO_RETRY) -> None: ...
+    def disable_session(
+        self, session_id: str, *, url: str | None = None, retry: RetryPolicy = NO_RETRY
+    ) -> None: ...
+
+
+class KlarnaDistributor(KlarnaReader, Protocol):
+    """Send the payment link, and read the session when Klarna refuses (was it disabled?)."""
+
+    def distribute_session(
+        self,
+        session_id: str,
+        body: Mapping[str, Any],
+        *,
+        url: str | None = None,
+        timeout_seconds: float | None = None,
+    ) -> None: ...

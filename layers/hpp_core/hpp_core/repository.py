@@ -8,7 +8,7 @@ same call (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), which is enough to sa
 already final, wrong secret or unknown session. No read-before-write.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from datetime import datetime
 from decimal import Decimal
@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from hpp_core.errors import Conflict, StorageUnavailable
 from hpp_core.lifecycle import poll_shard, poll_shard_ids, write_outcome
 from hpp_core.models import (
+    ConsumerLinks,
     DuePage,
     DueSession,
     PageKey,
@@ -47,8 +48,13 @@ POLL_NOT_FOUND = "poll_not_found"
 TTL_ATTRIBUTE = "expires_ttl"
 # The sparse index of not-final sessions by shard and due time (template.yaml, SessionsTable).
 DUE_INDEX = "due-index"
-# The state table's key, and its item for the poller's own state (kept a week after the last run).
+# The state table's key (template.yaml, StateTable), and the prefixes of its items.
 STATE_KEY = "pk"
+UNKNOWN_SESSION_BUDGET_PREFIX = "unknown-session-budget#"
+KLARNA_NOT_FOUND_PREFIX = "klarna-404#"
+# A minute's budget item outlives its minute by this much (then TTL removes it).
+_BUDGET_KEPT_SECONDS = 3600
+# The poller's own state (issue 11), kept a week after the last run.
 POLLER_STATE_KEY = "poller#state"
 POLLER_STATE_TTL_SECONDS = 7 * 86_400
 
@@ -125,6 +131,7 @@ def _due_session(item: Mapping[str, Any]) -> DueSession:
         status=row.get("status"),
         updated_at_ms=row.get("updated_at_ms"),
         expires_at=parse_timestamp(expires_at) if expires_at else None,
+        session_url=row.get("session_url"),
     )
 
 
@@ -266,14 +273,17 @@ class SessionRepository:
         expires_at: datetime | None,
         session_url: str | None,
         callback_secret_hash: str | None,
+        links: ConsumerLinks | None = None,
     ) -> TrackedSession:
-        """Start tracking a session the tracker just created at Klarna, as WAITING.
+        """Start tracking a session the tracker just created at Klarna, as WAITING, with the URLs and
+        consumer links its create returned.
 
         Its `updated_at_ms` is 0: Klarna's create answer carries no `updated_at`, and the tracker's own
         clock must never make a real Klarna update look stale, so any observation from Klarna wins.
         """
         now = self._clock()
         attributes: dict[str, Any] = {
+            **_link_attributes(links),
             "session_id": session_id,
             "status": Status.WAITING.value,
             "updated_at": format_timestamp(now),
@@ -298,17 +308,20 @@ class SessionRepository:
             # The session's first callback can beat this write (settled by a Klarna read, which created
             # the row): keep that state and put the secret on file, or every later callback costs a read.
             if callback_secret_hash is not None:
-                self._attach_callback_secret(session_id, callback_secret_hash, session_url)
+                created = {"session_url": session_url, **_link_attributes(links)}
+                self._attach_callback_secret(session_id, callback_secret_hash, created)
             raise Conflict(f"session {session_id} is already tracked") from None
         return _session(row)
 
-    def _attach_callback_secret(self, session_id: str, secret_hash: str, session_url: str | None) -> None:
-        """Record a session's callback secret (and URL) on a row that has none; never replace one."""
+    def _attach_callback_secret(self, session_id: str, secret_hash: str, created: Mapping[str, Any]) -> None:
+        """Record a session's callback secret (and what its create returned: URL, consumer links) on a
+        row that has none; never replace one."""
         values: dict[str, Any] = {":secret_hash": secret_hash}
+        names = {"#secret_hash": SECRET_HASH}
         expression = "SET #secret_hash = :secret_hash"
-        if session_url is not None:
-            values[":session_url"] = session_url
-            expression += ", session_url = if_not_exists(session_url, :session_url)"
+        for index, (name, value) in enumerate(item for item in created.items() if item[1] is not None):
+            names[f"#c{index}"], values[f":c{index}"] = name, value
+            expression += f", #c{index} = if_not_exists(#c{index}, :c{index})"
         with suppress(_ConditionFailed):  # a secret on file already stays
             _dynamodb(
                 self.client.update_item,
@@ -316,7 +329,7 @@ class SessionRepository:
                 Key=to_item({"session_id": session_id}),
                 UpdateExpression=expression,
                 ConditionExpression="attribute_exists(session_id) AND attribute_not_exists(#secret_hash)",
-                ExpressionAttributeNames={"#secret_hash": SECRET_HASH},
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues=to_item(values),
             )
 
@@ -429,19 +442,62 @@ class SessionRepository:
     def get_item(self, session_id: str, *, consistent: bool = True) -> dict[str, Any] | None:
         """The row exactly as stored, every attribute included: for tests and tools that check the
         table's contract. The core reads `get_session`."""
+        item = self._stored_item(session_id, consistent=consistent)
+        return _plain(item) if item else None
+
+    def _stored_item(self, session_id: str, *, consistent: bool = True) -> Mapping[str, Any] | None:
+        """The row as GetItem returns it (DynamoDB's typed attributes), or None."""
         response = _dynamodb(
             self.client.get_item,
             TableName=self.table_name,
             Key=to_item({"session_id": session_id}),
             ConsistentRead=consistent,
         )
-        item = response.get("Item")
-        return _plain(item) if item else None
+        return response.get("Item")
 
     def get_session(self, session_id: str) -> TrackedSession | None:
         """The session as stored (a consistent read), or None when it is not tracked."""
         row = self.get_item(session_id)
         return _session(row) if row else None
+
+    # -- the recovery CLI's reads (hpp-tracker) -----------------------------------------------------
+
+    def due_session(self, session_id: str) -> DueSession | None:
+        """The session as the due index shows it, read from its row (consistently); None when it is not
+        tracked or not in the index (final, or no longer polled)."""
+        item = self._stored_item(session_id)
+        return _due_session(item) if item and POLL_SHARD in item else None
+
+    def sessions_recorded_between(self, start: datetime, end: datetime) -> Iterator[TrackedSession]:
+        """Every session whose last status was recorded between `start` and `end` (inclusive): a Scan of
+        the whole table (its cost is the table's size), for recovering what the stream no longer holds.
+
+        `recorded_at` is stored in one fixed-width form (UTC, milliseconds, `Z`), so text order is time
+        order and the filter can compare strings.
+        """
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "FilterExpression": "#recorded_at BETWEEN :start AND :end",
+            "ExpressionAttributeNames": {"#recorded_at": "recorded_at"},
+            "ExpressionAttributeValues": to_item(
+                {":start": format_timestamp(start), ":end": format_timestamp(end)}
+            ),
+        }
+        while True:
+            response = _dynamodb(self.client.scan, **request)
+            for item in response.get("Items", []):
+                yield _session(_plain(item))
+            if not response.get("LastEvaluatedKey"):
+                return
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def _link_attributes(links: ConsumerLinks | None) -> dict[str, Any]:
+    """The consumer links as row attributes (the distribution module a map without its token)."""
+    if links is None:
+        return {}
+    attributes = links.model_dump(mode="json", exclude_none=True, include=set(ConsumerLinks.model_fields))
+    return {name: value for name, value in attributes.items() if value != {}}
 
 
 def _why_refused(
@@ -471,6 +527,52 @@ class StateRepository:
         self.client = client
         self._clock = clock
 
+    # -- unknown sessions: the callback's read budget and Klarna's 404s (issue 13) ------------------
+    # `unknown-session-budget#<minute>`: `reads` taken in that UTC minute, by every instance together.
+    # `klarna-404#<session id>`: Klarna answered 404 for it; valid until its `expires_ttl` (checked here,
+    # since DynamoDB deletes expired items only eventually).
+
+    def take_unknown_session_read(self, minute: datetime, *, limit: int) -> bool:
+        """Count one read in `minute`'s budget if fewer than `limit` were counted: one conditional
+        UpdateItem, so instances racing for the last read cannot both get it. False: none left."""
+        try:
+            _dynamodb(
+                self.client.update_item,
+                TableName=self.table_name,
+                Key=to_item({STATE_KEY: f"{UNKNOWN_SESSION_BUDGET_PREFIX}{minute:%Y-%m-%dT%H:%MZ}"}),
+                UpdateExpression="SET #ttl = :ttl ADD #reads :one",
+                ConditionExpression="attribute_not_exists(#reads) OR #reads < :limit",
+                ExpressionAttributeNames={"#reads": "reads", "#ttl": TTL_ATTRIBUTE},
+                ExpressionAttributeValues=to_item(
+                    {":one": 1, ":limit": limit, ":ttl": _epoch_seconds(minute) + _BUDGET_KEPT_SECONDS}
+                ),
+            )
+        except _ConditionFailed:
+            return False
+        return True
+
+    def recently_not_found(self, session_id: str, *, now: datetime) -> bool:
+        """Klarna answered 404 for `session_id`, and that answer has not expired by `now`."""
+        response = _dynamodb(
+            self.client.get_item,
+            TableName=self.table_name,
+            Key=to_item({STATE_KEY: f"{KLARNA_NOT_FOUND_PREFIX}{session_id}"}),
+            ProjectionExpression="#ttl",
+            ExpressionAttributeNames={"#ttl": TTL_ATTRIBUTE},
+        )
+        expires = _plain(response.get("Item") or {}).get(TTL_ATTRIBUTE)
+        return isinstance(expires, int) and expires > _epoch_seconds(now)
+
+    def remember_not_found(self, session_id: str, *, until: datetime) -> None:
+        """Klarna answered 404 for `session_id`: remember it until `until`."""
+        _dynamodb(
+            self.client.put_item,
+            TableName=self.table_name,
+            Item=to_item(
+                {STATE_KEY: f"{KLARNA_NOT_FOUND_PREFIX}{session_id}", TTL_ATTRIBUTE: _epoch_seconds(until)}
+            ),
+        )
+
     # -- the poller's own state (issue 11): one item, written by the poller alone ---------------------
 
     def poller_state(self) -> PollerState | None:
@@ -497,6 +599,10 @@ class StateRepository:
             name: Decimal(repr(value)) if isinstance(value, float) else value
             for name, value in state.model_dump().items()
         }
-        expires = to_epoch_millis(self._clock()) // 1000 + POLLER_STATE_TTL_SECONDS
+        expires = _epoch_seconds(self._clock()) + POLLER_STATE_TTL_SECONDS
         item = {STATE_KEY: POLLER_STATE_KEY, **fields, TTL_ATTRIBUTE: expires}
         _dynamodb(self.client.put_item, TableName=self.table_name, Item=to_item(item))
+
+
+def _epoch_seconds(moment: datetime) -> int:
+    return to_epoch_millis(moment) // 1000

@@ -1,19 +1,25 @@
-"""Reading an API request's body: the one size limit, and JSON objects into models.
+"""Reading an API request's body: the one size limit, strict JSON within bounds, and objects into models.
 
-The limit is checked before anything is parsed, so an oversize body costs no parsing; validation
-messages name the field and never echo the input (it may hold a token).
+The limit is checked before anything is parsed, so an oversize body costs no parsing. JSON is read as
+RFC 8259 defines it, by pydantic's own parser (no `NaN` / `Infinity`, no lone surrogates, UTF-8 only,
+no stack to overflow), and then held to the bounds below; validation messages name the field and never
+echo the input (it may hold a token).
 """
 
 import base64
 import binascii
-import json
+import math
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 
 from hpp_core.errors import BadRequest, PayloadTooLarge
 from hpp_core.models import describe_validation_error
 
 MAX_BODY_BYTES = 64 * 1024
+# Klarna's bodies nest 3 or 4 levels deep; the create request a little more.
+MAX_JSON_DEPTH = 32
+_TOO_DEEP = f"nested deeper than {MAX_JSON_DEPTH} levels"
 # The longest base64 text that can decode to MAX_BODY_BYTES (checked before decoding).
 _MAX_BASE64_LENGTH = MAX_BODY_BYTES * 4 // 3 + 4
 
@@ -23,7 +29,9 @@ def body_bytes(body: bytes | str | None, *, what: str, base64_encoded: bool = Fa
     if isinstance(body, str):
         if base64_encoded:
             return _within_limit(_from_base64(body, what), what)
-        body = _within_limit(body, what).encode("utf-8")
+        # surrogatepass: a lone surrogate (the event is JSON, which can carry one) becomes bytes that are
+        # not UTF-8, which the JSON reader then refuses, instead of an encoding error here.
+        body = _within_limit(body, what).encode("utf-8", "surrogatepass")
     return _within_limit(body or b"", what)
 
 
@@ -43,12 +51,31 @@ def _within_limit[T: (bytes, str)](body: T, what: str) -> T:
 
 
 def json_value(raw: bytes) -> object:
-    """`raw` parsed as JSON; ValueError when it is not JSON (bad UTF-8 included) or is nested deeper
-    than the parser can follow (which would otherwise escape as a RecursionError: a 500)."""
+    """`raw` parsed as strict JSON; ValueError saying why when it is not JSON (bad UTF-8, `NaN`, a lone
+    surrogate, ...), holds a number no float can (`1e400`), or nests deeper than MAX_JSON_DEPTH."""
     try:
-        return json.loads(raw)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+        value = from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        if "recursion limit" in str(exc):  # the parser's own bound, deeper than ours
+            raise ValueError(_TOO_DEEP) from None
+        # The parser's messages name a position, never the text there.
+        raise ValueError(str(exc)) from None
+    _check_bounds(value)
+    return value
+
+
+def _check_bounds(value: object) -> None:
+    """Depth and numbers, walked without recursion (the value may be as deep as the parser allows)."""
+    pending = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("a number is too large")
+        if isinstance(item, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise ValueError(_TOO_DEEP)
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
 
 
 def validated_object[M: BaseModel](model: type[M], payload: object, *, what: str) -> M:

@@ -1,12 +1,14 @@
-"""The sessions API's domain logic: create, track, read and disable HPP sessions.
+"""The sessions API's domain logic: create, track, read, disable and distribute HPP sessions.
 
 Plain functions over pydantic models; `functions/sessions` only parses the event and maps the results.
 Klarna is always asked first and the table written second, so a Klarna failure stores nothing. Every
 write goes through the one write path (or, for a new session, the create); each operation asks for
-only the ports (hpp_core.ports) it uses.
+only the ports (hpp_core.ports) it uses. A tracked session's Klarna calls go to the URLs its create
+returned (kept in the row); only a session tracked without them gets the documented form.
 """
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -19,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
 )
 
@@ -32,7 +35,15 @@ from hpp_core.errors import (
     StorageUnavailable,
     TrackerError,
 )
-from hpp_core.klarna import NO_RETRY, KlarnaError, KlarnaNotFound, KlarnaRejected, RetryHook, RetryPolicy
+from hpp_core.klarna import (
+    NO_RETRY,
+    KlarnaBadResponse,
+    KlarnaError,
+    KlarnaNotFound,
+    KlarnaRejected,
+    RetryHook,
+    RetryPolicy,
+)
 from hpp_core.models import (
     KlarnaCreated,
     KlarnaSession,
@@ -45,6 +56,7 @@ from hpp_core.models import (
 from hpp_core.ports import (
     KlarnaCreator,
     KlarnaDisabler,
+    KlarnaDistributor,
     KlarnaReader,
     SessionCreator,
     SessionLookup,
@@ -53,7 +65,7 @@ from hpp_core.ports import (
 )
 from hpp_core.request_body import body_bytes, json_value, validated_object
 from hpp_core.settings import Settings
-from hpp_core.statuses import Status
+from hpp_core.statuses import Status, is_final
 from hpp_core.timestamps import to_epoch_millis, utc_now
 
 CALLBACK_PATH = "/callbacks/hpp"
@@ -66,11 +78,17 @@ _REQUEST_BODY = "request body"
 
 
 class SessionsSettings(Settings):
-    """The sessions function's settings: the shared ones plus where callbacks go and how to retry."""
+    """The sessions function's settings: the shared ones plus where callbacks go, how to retry, and
+    where idempotent creates are remembered."""
 
+    # Klarna requires an https status_update URL. Only the local stack, whose gateway serves plain http
+    # on 127.0.0.1, sets this (never the template), so no deployment can inherit it.
+    allow_http_callback_base_url: bool = Field(alias="ALLOW_HTTP_CALLBACK_BASE_URL", default=False)
     # The API's public base URL (stage or base path included) when it is served under a custom domain;
     # otherwise the callback URL is derived from the request (domain name + stage).
     callback_base_url: AnyHttpUrl | None = Field(alias="CALLBACK_BASE_URL", default=None)
+    # Powertools idempotency's table for POST /sessions with an Idempotency-Key (template.yaml).
+    idempotency_table_name: str = Field(alias="IDEMPOTENCY_TABLE_NAME", min_length=3, max_length=255)
     # Read and Disable (idempotent) are retried on 429/5xx/timeouts within this many attempts and seconds.
     klarna_retry_attempts: int = Field(alias="KLARNA_RETRY_ATTEMPTS", default=4, ge=1, le=10)
     klarna_retry_budget_seconds: float = Field(alias="KLARNA_RETRY_BUDGET_SECONDS", default=8.0, gt=0, le=25)
@@ -83,9 +101,13 @@ class SessionsSettings(Settings):
 
     @field_validator("callback_base_url")
     @classmethod
-    def _base_url_only(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
-        if value is not None and (value.query or value.fragment):
+    def _base_url_only(cls, value: AnyHttpUrl | None, info: ValidationInfo) -> AnyHttpUrl | None:
+        if value is None:
+            return value
+        if value.query or value.fragment:
             raise ValueError("must be a base URL without query or fragment, e.g. https://pay.example.com/hpp")
+        if value.scheme != "https" and not info.data.get("allow_http_callback_base_url"):
+            raise ValueError("must be an https:// URL: Klarna sends status callbacks over HTTPS only")
         return value
 
     @property
@@ -194,14 +216,103 @@ class CreateSessionRequest(BaseModel):
 
 def parse_create_request(body: str | None, *, base64_encoded: bool = False) -> CreateSessionRequest:
     """The create request from the event's body; the size is checked before anything is parsed."""
+    payload = _json_body(body, base64_encoded, required="Klarna's create-session JSON")
+    return validated_object(CreateSessionRequest, payload, what=_REQUEST_BODY)
+
+
+def _json_body(body: str | None, base64_encoded: bool, *, required: str) -> object:
     raw = body_bytes(body, what=_REQUEST_BODY, base64_encoded=base64_encoded)
     if not raw.strip():
-        raise BadRequest("request body is required: Klarna's create-session JSON")
+        raise BadRequest(f"request body is required: {required}")
     try:
-        payload = json_value(raw)
-    except ValueError:
-        raise BadRequest("request body is not valid JSON") from None
-    return validated_object(CreateSessionRequest, payload, what=_REQUEST_BODY)
+        return json_value(raw)
+    except ValueError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+
+# -- the idempotency key ------------------------------------------------------------------------------
+
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+
+
+def idempotency_key(values: Sequence[str]) -> str | None:
+    """The request's Idempotency-Key (all the values it sent for the header), or None without one.
+
+    1 to 255 printable ASCII characters, sent once; anything else is a 400, so a client never believes
+    a create idempotent that is not.
+    """
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadRequest(f"header '{IDEMPOTENCY_KEY_HEADER}' must be sent once")
+    if _IDEMPOTENCY_KEY.fullmatch(values[0]) is None:
+        raise BadRequest(f"header '{IDEMPOTENCY_KEY_HEADER}' must be 1 to 255 printable ASCII characters")
+    return values[0]
+
+
+# -- the distribution request ---------------------------------------------------------------------
+
+# Only the obviously wrong is refused here (Klarna is the judge of the rest, and its 400 comes back):
+# no dependency on an e-mail or phone library for that. Messages name the field, never its value.
+EmailAddress = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]+$")]
+PhoneNumber = Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9 ()./-]{3,30}$")]
+CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+
+
+class EmailContact(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    email: EmailAddress
+
+
+class SmsContact(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    phone: PhoneNumber
+    # ISO 3166-1 alpha-2, e.g. SE.
+    phone_country: CountryCode
+
+
+class DistributionRequest(BaseModel):
+    """Klarna's distribution body: how to send the payment link and to whom (personal data: it goes to
+    Klarna and nowhere else, never logged, stored or echoed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    method: str
+    contact_information: EmailContact | SmsContact
+    # Klarna documents it as unused; passed on when given.
+    template: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+    def klarna_body(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class EmailDistribution(DistributionRequest):
+    method: Literal["email"]
+    contact_information: EmailContact
+
+
+class SmsDistribution(DistributionRequest):
+    method: Literal["sms"]
+    contact_information: SmsContact
+
+
+_DISTRIBUTION_METHODS: dict[str, type[DistributionRequest]] = {
+    "email": EmailDistribution,
+    "sms": SmsDistribution,
+}
+
+
+def parse_distribution_request(body: str | None, *, base64_encoded: bool = False) -> DistributionRequest:
+    """The distribution request: `{"method": "email" | "sms", "contact_information": {...}}`."""
+    payload = _json_body(body, base64_encoded, required='{"method": ..., "contact_information": {...}}')
+    method = payload.get("method") if isinstance(payload, dict) else None
+    model = _DISTRIBUTION_METHODS.get(method) if isinstance(method, str) else None
+    if model is None:
+        raise BadRequest(f"{_REQUEST_BODY} is invalid", details=["method: must be 'email' or 'sms'"])
+    return validated_object(model, payload, what=_REQUEST_BODY)
 
 
 def valid_session_id(session_id: str) -> str:
@@ -252,6 +363,7 @@ def create_session(
             expires_at=session.expires_at,
             session_url=session.session_url,
             callback_secret_hash=hash_callback_secret(secret),
+            links=session.links(),
         )
     except Conflict:
         return CreateResult(created, already_tracked=True)
@@ -266,6 +378,20 @@ def create_session(
     return CreateResult(created, already_tracked=False)
 
 
+# Create failures that say for good what Klarna did with this body, so an idempotent retry (same key,
+# same body) gets the same answer instead of another Create Session: Klarna refused the body (its 4xx,
+# including the 404 for an unknown payment session: nothing was created, and the same body would be
+# refused again), or Klarna created a session the tracker could not store or read (a second create would
+# make a second session). Everything else (429, 5xx, timeouts, credentials, storage) may go away: it is
+# not remembered, so the same key can be retried.
+SETTLED_CREATE_FAILURES: tuple[type[Exception], ...] = (
+    KlarnaRejected,
+    BadRequest,
+    SessionNotTracked,
+    KlarnaBadResponse,
+)
+
+
 @dataclass(frozen=True)
 class TrackResult:
     outcome: WriteOutcome
@@ -273,10 +399,15 @@ class TrackResult:
 
 
 def track_session(
-    session_id: str, *, klarna: KlarnaReader, store: StatusRecorder, retry: RetryPolicy = NO_RETRY
+    session_id: str, *, klarna: KlarnaReader, store: SessionStore, retry: RetryPolicy = NO_RETRY
 ) -> TrackResult:
-    """Start (or refresh) tracking a session created elsewhere, from Klarna's own answer. Idempotent."""
-    session = klarna.read_session(valid_session_id(session_id), retry=retry)  # 404 -> 404
+    """Start (or refresh) tracking a session created elsewhere, from Klarna's own answer. Idempotent.
+
+    A session already tracked is read at the URL on file (its create's); a new one at the documented form.
+    """
+    stored = store.get_session(valid_session_id(session_id))
+    url = stored.session_url if stored is not None else None
+    session = klarna.read_session(session_id, url=url, retry=retry)  # 404 -> 404
     result = store.record_status(StatusUpdate(session=session, source=SOURCE))
     if result.session is None:  # a write without a secret creates a missing session, so this cannot be
         raise StorageUnavailable("session storage returned no session")
@@ -335,29 +466,67 @@ def disable_session(
         raise Conflict(
             f"session is already {stored.status}: only a session that is not final can be disabled"
         )
+    url = stored.session_url if stored is not None else None
     try:
-        klarna.disable_session(session_id, retry=retry)  # 404 -> 404
+        klarna.disable_session(session_id, url=url, retry=retry)  # 404 -> 404
     except KlarnaRejected as refused:
         # Klarna's documented 400: the session is COMPLETED. Learn (and record) what it is now.
-        observed, _ = _read_back(klarna, session_id, retry)
+        observed, _ = _read_back(klarna, session_id, url, retry)
         if observed is not None:
             store.record_status(StatusUpdate(session=observed, source=SOURCE))
             if observed.status == Status.DISABLED:
                 return DisableResult("already_disabled", "klarna_read")
         state = f": Klarna reports it {observed.status}" if observed is not None else ""
         raise Conflict(f"Klarna refused to disable the session{state}") from refused
-    observed, read_error = _read_back(klarna, session_id, retry)
+    observed, read_error = _read_back(klarna, session_id, url, retry)
     recorded_from = _record_disabled(session_id, store, observed, stored, now)
     return DisableResult("disabled", recorded_from, read_error)
 
 
 def _read_back(
-    klarna: KlarnaReader, session_id: str, retry: RetryPolicy
+    klarna: KlarnaReader, session_id: str, url: str | None, retry: RetryPolicy
 ) -> tuple[KlarnaSession | None, str | None]:
     try:
-        return klarna.read_session(session_id, retry=retry), None
+        return klarna.read_session(session_id, url=url, retry=retry), None
     except KlarnaError as exc:
         return None, str(exc)
+
+
+def distribute_session(
+    session_id: str,
+    request: DistributionRequest,
+    *,
+    klarna: KlarnaDistributor,
+    store: SessionStore,
+    retry: RetryPolicy = NO_RETRY,
+    timeout_seconds: float | None = None,
+) -> None:
+    """Have Klarna send the consumer the payment link (e-mail or SMS), at the session's distribution_url.
+
+    Only for a tracked session that is not final (409 without a Klarna call). Klarna's 400 means a field
+    broke its rules or the merchant disabled the session: the session is read back to tell which, and a
+    final one recorded and answered 409. Klarna's messages may quote the contact data, so they are never
+    passed on (its status, error code and correlation id are).
+    """
+    stored = tracked_session(session_id, store=store)
+    if stored.is_final:
+        raise Conflict(f"session is already {stored.status}: no payment link can be sent for it")
+    try:
+        klarna.distribute_session(
+            session_id, request.klarna_body(), url=stored.distribution_url, timeout_seconds=timeout_seconds
+        )
+    except KlarnaRejected as refused:
+        refused.error_messages = []
+        observed, _ = _read_back(klarna, session_id, stored.session_url, retry)
+        if observed is not None:
+            store.record_status(StatusUpdate(session=observed, source=SOURCE))
+            if is_final(observed.status):
+                reason = f"Klarna refused to send the link: the session is {observed.status}"
+                raise Conflict(reason) from refused
+        raise
+    except KlarnaError as failed:
+        failed.error_messages = []
+        raise
 
 
 def _record_disabled(

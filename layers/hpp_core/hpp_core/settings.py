@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import Self
 
+from botocore.config import Config
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
 
 
@@ -31,7 +32,37 @@ class EnvironmentSettings(BaseModel):
             raise ConfigurationError(f"invalid environment: {problems}") from None
 
 
-class TableSettings(EnvironmentSettings):
+class AwsCallSettings(EnvironmentSettings):
+    """How long one DynamoDB or Secrets Manager call may take: botocore's connect and read timeouts and
+    its attempts (standard retries). The defaults suit a caller who can wait a few seconds (the sessions
+    API, the poller: docs/configuration.md, "Time budgets"); the template gives the callback tighter
+    ones, with their arithmetic."""
+
+    aws_call_connect_timeout_seconds: float = Field(
+        alias="AWS_CALL_CONNECT_TIMEOUT_SECONDS", default=0.5, gt=0, le=10
+    )
+    aws_call_read_timeout_seconds: float = Field(
+        alias="AWS_CALL_READ_TIMEOUT_SECONDS", default=1.0, gt=0, le=30
+    )
+    aws_call_attempts: int = Field(alias="AWS_CALL_ATTEMPTS", default=3, ge=1, le=5)
+
+    @property
+    def aws_call_seconds(self) -> float:
+        """The longest one call can take: every attempt at its timeouts, and between them the longest
+        backoff botocore makes (a throttled call: 1 s, then 2 s, ...; 25 ms otherwise)."""
+        attempts = self.aws_call_attempts
+        timeouts = self.aws_call_connect_timeout_seconds + self.aws_call_read_timeout_seconds
+        return attempts * timeouts + ((1 << (attempts - 1)) - 1)
+
+    def aws_call_config(self) -> Config:
+        return Config(
+            connect_timeout=self.aws_call_connect_timeout_seconds,
+            read_timeout=self.aws_call_read_timeout_seconds,
+            retries={"mode": "standard", "total_max_attempts": self.aws_call_attempts},
+        )
+
+
+class TableSettings(AwsCallSettings):
     table_name: str = Field(alias="TABLE_NAME", min_length=3, max_length=255)
     # Days a session's row is kept after its expires_at (DynamoDB TTL); 0 keeps rows forever.
     session_retention_days: int = Field(alias="SESSION_RETENTION_DAYS", default=90, ge=0)
@@ -40,13 +71,13 @@ class TableSettings(EnvironmentSettings):
     first_poll_delay_seconds: int = Field(alias="FIRST_POLL_DELAY_SECONDS", default=60, ge=1)
 
 
-class StateSettings(EnvironmentSettings):
+class StateSettings(AwsCallSettings):
     """The table of tracker state that is not a session (counters, caches, the poller's own state)."""
 
     state_table_name: str = Field(alias="STATE_TABLE_NAME", min_length=3, max_length=255)
 
 
-class KlarnaSettings(EnvironmentSettings):
+class KlarnaSettings(AwsCallSettings):
     klarna_api_url: AnyHttpUrl = Field(alias="KLARNA_API_URL")
     klarna_credentials_secret_arn: str = Field(alias="KLARNA_CREDENTIALS_SECRET_ARN", min_length=1)
     # Klarna gives a callback 3 seconds; a Read Session made while answering one must leave room.

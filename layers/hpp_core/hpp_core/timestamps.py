@@ -10,9 +10,16 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer
 
+# Klarna's dates are all of this century. The bounds keep hostile ones from arithmetic that overflows (a
+# year-1 date with a positive offset has no UTC form) and from forms the stored format cannot render;
+# they also keep the ordering key (epoch milliseconds) positive.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)  # exclusive
+_OUT_OF_RANGE = "must be from 1970-01-01T00:00:00Z up to (not including) 3000-01-01T00:00:00Z"
+
 
 def parse_timestamp(value: object) -> datetime:
-    """Parse an ISO 8601 string to an aware UTC datetime truncated to milliseconds.
+    """Parse an ISO 8601 string to an aware UTC datetime truncated to milliseconds, within the bounds.
 
     A timestamp without an offset is taken as UTC (Klarna documents every date as UTC).
     """
@@ -27,7 +34,12 @@ def parse_timestamp(value: object) -> datetime:
         raise ValueError("must be an ISO 8601 date-time string")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    parsed = parsed.astimezone(UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(_OUT_OF_RANGE) from None
+    if not EARLIEST <= parsed < LATEST:
+        raise ValueError(_OUT_OF_RANGE)
     return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
 
 

@@ -1,0 +1,1 @@
+"""The JSON Schemas of the events on the bus (the contract), and their registry form (registry.py)."""
