@@ -525,9 +525,9 @@ def test_a_read_that_finds_a_change_no_callback_reported_is_evidence(
     assert report.summary()["unreported_changes"] == 1
 
 
-def test_while_catching_up_a_run_reads_young_sessions_early_most_recent_first(
-    simulator: KlarnaSimulator, klarna: KlarnaClient
-) -> None:
+def young_sessions_scheduled_late_and_others(simulator: KlarnaSimulator) -> MemorySessionStore:
+    """Three young sessions due in 55 minutes (quiet 30 min, 2 h, 4 h), one young but due within the
+    tight interval, and one quiet for 8 hours (old)."""
     store = store_with()
     for name, quiet in (
         ("2h", timedelta(hours=2)),
@@ -537,6 +537,13 @@ def test_while_catching_up_a_run_reads_young_sessions_early_most_recent_first(
         quiet_session(store, simulator, name, quiet=quiet, due_in=timedelta(minutes=55))
     quiet_session(store, simulator, "tight-already", quiet=timedelta(hours=1), due_in=timedelta(minutes=15))
     quiet_session(store, simulator, "old", quiet=timedelta(hours=8), due_in=timedelta(minutes=30))
+    return store
+
+
+def test_while_catching_up_a_run_reads_young_sessions_early_most_recent_first(
+    simulator: KlarnaSimulator, klarna: KlarnaClient
+) -> None:
+    store = young_sessions_scheduled_late_and_others(simulator)
     quiet_session(
         store,
         simulator,
@@ -572,15 +579,7 @@ def test_while_catching_up_a_run_reads_young_sessions_early_most_recent_first(
 def test_catch_up_candidates_are_the_young_sessions_scheduled_late_most_recent_first(
     simulator: KlarnaSimulator,
 ) -> None:
-    store = store_with()
-    for name, quiet in (
-        ("2h", timedelta(hours=2)),
-        ("30min", timedelta(minutes=30)),
-        ("4h", timedelta(hours=4)),
-    ):
-        quiet_session(store, simulator, name, quiet=quiet, due_in=timedelta(minutes=55))
-    quiet_session(store, simulator, "tight-already", quiet=timedelta(hours=1), due_in=timedelta(minutes=15))
-    quiet_session(store, simulator, "old", quiet=timedelta(hours=8), due_in=timedelta(minutes=30))
+    store = young_sessions_scheduled_late_and_others(simulator)
     quiet_session(store, simulator, "later", quiet=timedelta(hours=3), due_in=timedelta(minutes=61))
     quiet_session(store, simulator, "due", quiet=timedelta(hours=3), due_in=-timedelta(minutes=1))
     pages: list[DuePage] = []

@@ -2,9 +2,10 @@
 
 Klarna gives up on a callback after four tries; this is the safety net. A run reads the due index
 (only not-final sessions are in it, keyed by shard and due time), asks Klarna about each due session
-through a small worker pool paced by a shared rate limiter, and records the answer through the one
-conditional write (the `StatusRecorder` port), so a poll never overwrites a newer callback and a
-callback never loses to an older poll. A session with nothing new is rescheduled with a growing interval;
+through a few reader threads paced by a shared rate limiter, and records each answer on writer threads
+(so a DynamoDB write never holds up the next read) through the one conditional write (the
+`StatusRecorder` port), so a poll never overwrites a newer callback and a callback never loses to an
+older poll. A session with nothing new is rescheduled with a growing interval;
 a recorded change (from anywhere) resets it. Runs stop taking work before the Lambda's time runs out and
 leave the rest due for the next run.
 
@@ -79,7 +80,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class PollerSettings(Settings, StateSettings):
     """The poller function's environment: the tables, Klarna, and how hard and how often to poll."""
 
-    # Workers reading Klarna at once (the Klarna client keeps up to 16 connections).
+    # Klarna reads in flight at once, one reader thread each (the Klarna client keeps up to 16 connections).
     poll_concurrency: int = Field(alias="POLL_CONCURRENCY", default=10, ge=1, le=16)
     # The share of Klarna's read limit (200/s production, 50/s playground) this tracker may use.
     poll_rate_per_second: float = Field(alias="POLL_RATE_PER_SECOND", default=20.0, gt=0, le=200)
@@ -433,7 +434,7 @@ class PollRunReport:
 
 
 class _Run:
-    """The shared state of one run's workers."""
+    """The shared state of one run's readers and writers."""
 
     def __init__(self, policy: PollPolicy, limiter: RateLimiter, *, tight: bool) -> None:
         self.policy = policy
