@@ -42,6 +42,8 @@ PYTEST_ARGS ?= -n 2 --dist loadgroup
 TEMPLATES := template.yaml examples/completed-orders/template.yaml
 # Options for `make run`, e.g. make run ARGS="--port 0 --chaos default --seed 7".
 ARGS ?=
+# bench.poll_policy's options under `make bench`: its full run takes minutes, --quick one.
+POLL_POLICY_ARGS ?= --quick
 
 # Sets $py to a Python 3.13 interpreter, or fails saying how to get one. Order: $PYTHON313, pyenv's
 # newest 3.13.x (via PYENV_VERSION: pyenv's global version is left alone), the same under ~/.pyenv
@@ -134,8 +136,9 @@ bench: venv node_modules ## Run every bench/*.py as `python -m bench.<name>`
 	for f in bench/*.py; do \
 	  name="$$(basename "$$f" .py)"; \
 	  case "$$name" in _*) continue ;; esac; \
-	  echo "== bench.$$name"; \
-	  PYTHONPATH="$(APP_PYTHONPATH)" $(VENV)/bin/python -m "bench.$$name"; \
+	  args=""; if [ "$$name" = poll_policy ]; then args="$(POLL_POLICY_ARGS)"; fi; \
+	  echo "== bench.$$name $$args"; \
+	  PYTHONPATH="$(APP_PYTHONPATH)" $(VENV)/bin/python -m "bench.$$name" $$args; \
 	  ran=$$((ran + 1)); \
 	done; \
 	if [ "$$ran" -eq 0 ]; then echo "no benchmarks in bench/"; fi

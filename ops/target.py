@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 # What the CLI reads from the outputs: the local stack's ready line carries the same names.
 SETTINGS_OUTPUTS = {
     "TABLE_NAME": "SessionsTableName",
+    "STATE_TABLE_NAME": "StateTableName",
     "POLL_SHARDS": "PollShards",
     "FIRST_POLL_DELAY_SECONDS": "FirstPollDelaySeconds",
     "SESSION_RETENTION_DAYS": "SessionRetentionDays",
@@ -51,7 +52,6 @@ REQUIRED_OUTPUTS = frozenset(
         *SETTINGS_OUTPUTS.values(),
         "CallbackUrl",
         "SessionsTableStreamArn",
-        "StateTableName",
         "EventBusName",
         "EventBusArn",
         "EventArchiveName",

@@ -11,17 +11,31 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from hpp_core.dependencies import klarna_client, session_repository
+from hpp_core.dependencies import klarna_client, session_repository, state_repository
 from hpp_core.klarna import KlarnaError
-from hpp_core.poller import PollerSettings, PollOutcome, PollRunReport, StopReason, run_poll
+from hpp_core.poller import (
+    PollerSettings,
+    PollOutcome,
+    PollRunReport,
+    PollThreads,
+    StopReason,
+    run_poll,
+)
 from hpp_core.settings import load_settings
 
 settings = load_settings(PollerSettings)
 logger = Logger()
 metrics = Metrics()
-# One DynamoDB connection per worker (two per Klarna read in flight), plus the run loop's for the queries.
-repository = session_repository(settings, max_pool_connections=settings.poll_concurrency * 2 + 2)
+repository = session_repository(
+    settings,
+    max_pool_connections=PollThreads.dynamodb_connections(settings.poll_concurrency),
+    validate_requests=False,
+)
+# The poller's own state (the evidence of lost callbacks), read and written once a run.
+state = state_repository(settings)
 klarna = klarna_client(settings)
+# Kept across invocations like the clients: a run starts no threads of its own.
+threads = PollThreads(settings.poll_concurrency)
 
 # Emitted every run, zero or not, so dashboards and alarms see a value (each is one custom metric).
 ALWAYS = {
@@ -60,6 +74,8 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         klarna,
         policy=settings.policy(),
         remaining_time_ms=context.get_remaining_time_in_millis,
+        state=state,
+        threads=threads,
     )
     _publish_metrics(report)
     _log(report)
@@ -81,6 +97,13 @@ def _publish_metrics(report: PollRunReport) -> None:
     metrics.add_metric(name="PollThrottles", unit=MetricUnit.Count, value=report.throttles)
     # The "falling behind" signal: how long the oldest due session had been waiting (alarmed on).
     metrics.add_metric(name="PollLagSeconds", unit=MetricUnit.Seconds, value=report.oldest_due_lag_seconds)
+    # Lost callbacks: the share of recent reads that found a change no callback had reported (what the
+    # run goes by to catch up), and the reads this run made to catch up.
+    if report.evidence_percent is not None:
+        metrics.add_metric(
+            name="PollLostCallbackEvidence", unit=MetricUnit.Percent, value=report.evidence_percent
+        )
+    metrics.add_metric(name="PollCatchUpReads", unit=MetricUnit.Count, value=report.catch_up_reads)
     for name, outcome in ALWAYS.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=report.outcomes[outcome])
     for name, outcome in WHEN_NON_ZERO.items():

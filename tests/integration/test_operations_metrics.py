@@ -336,6 +336,8 @@ TRIGGERED_BY = {
     "PollSessionsChanged": "poller finds changes",
     "PollSessionsExpired": "poller finds changes",
     "PollLagSeconds": "poller finds changes",
+    "PollLostCallbackEvidence": "poller finds changes",
+    "PollCatchUpReads": "poller finds changes",
     "PollErrors_KlarnaUnavailable": "poller meets Klarna unavailable",
     "PollErrors_KlarnaTimeout": "poller meets Klarna timeout",
     "PollErrors_KlarnaRejected": "poller meets Klarna rejected",

@@ -15,6 +15,7 @@ import pytest
 
 from hpp_core.klarna import KlarnaClient
 from hpp_core.models import DueSession, KlarnaSession, StatusUpdate, WriteOutcome
+from hpp_core.poll_schedule import PollSchedule, ScheduleKind
 from hpp_core.poller import PollOutcome, PollPolicy, PollRunReport, StopReason, poll_session, run_poll
 from hpp_core.repository import (
     POLL_ATTEMPTS,
@@ -22,6 +23,7 @@ from hpp_core.repository import (
     POLL_NOT_FOUND,
     POLL_SHARD,
     SessionRepository,
+    StateRepository,
 )
 from hpp_core.timestamps import format_timestamp, to_epoch_millis, utc_now
 from local.klarna_simulator import KlarnaSimulator, rate_limit_headers
@@ -50,6 +52,7 @@ class World:
     klarna_timeout: float = 2.0
     password: str | None = None  # None: the simulator's own (right) password
     query_scanned: list[int] = field(default_factory=list)
+    state: StateRepository | None = None  # the poller's own state; None: runs without it
 
     @property
     def klarna(self) -> KlarnaClient:
@@ -88,6 +91,7 @@ class World:
             policy=policy,
             remaining_time_ms=lambda: remaining_ms,
             clock=self.clock,
+            state=self.state,
         )
 
     def row(self, session_id: str) -> dict[str, Any]:
@@ -173,17 +177,29 @@ def test_sessions_whose_callbacks_were_all_lost_end_in_klarnas_final_state(world
     assert world.row(waiting)["status"] == "WAITING"
 
 
-def test_backoff_grows_while_nothing_changes_and_a_callback_resets_it(world: World) -> None:
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        # The previous policy: doubling from a minute to 15 minutes, whatever the session's age.
+        (PollSchedule(kind=ScheduleKind.BACKOFF), [60, 120, 240, 480, 900, 900, 900, 900]),
+        # The current one: the quiet time since Klarna's updated_at (its creation) doubles, up to an hour.
+        (PollSchedule(), [60, 120, 240, 480, 960, 1920, 3600, 3600]),
+    ],
+    ids=["backoff", "risk"],
+)
+def test_the_interval_grows_while_nothing_changes_and_a_callback_resets_it(
+    world: World, schedule: PollSchedule, expected: list[int]
+) -> None:
     session_id = world.track()
     intervals = []
-    for _ in range(7):
+    for _ in range(8):
         world.clock.now = datetime.fromtimestamp(world.row(session_id)[POLL_DUE_AT] / 1000, UTC)
         polled_at = to_epoch_millis(world.clock.now)
-        world.run()
+        world.run(replace(QUICK, schedule=schedule))
         intervals.append((world.row(session_id)[POLL_DUE_AT] - polled_at) // 1000)
     # The first poll records Klarna's own WAITING (a change: created rows carry updated_at_ms 0).
-    assert intervals == [60, 120, 240, 480, 900, 900, 900]
-    assert world.row(session_id)[POLL_ATTEMPTS] == 6
+    assert intervals == expected
+    assert world.row(session_id)[POLL_ATTEMPTS] == 7
 
     world.clock.advance(minutes=3)
     assert world.callback(session_id, "IN_PROGRESS", world.clock.now) is WriteOutcome.APPLIED
@@ -564,3 +580,96 @@ def test_a_stored_url_on_another_host_is_refused_nothing_is_sent_and_the_session
         assert elsewhere.requests == [] and world.fake.requests == [], "nothing sent anywhere"
         row = world.row(session_id)
         assert (row["status"], row[POLL_ATTEMPTS]) == ("WAITING", 1), "backed off, not read every run"
+
+
+# -- lost callbacks: tighten, then relax --------------------------------------------------------------
+
+
+@pytest.fixture
+def lossy_world(local_world: World) -> Iterator[World]:
+    """DynamoDB Local, with the poller's state in a state table made from template.yaml."""
+    client = local_world.repository.client
+    table = f"state-{uuid.uuid4().hex[:12]}"
+    create_table(client, "StateTable", table)
+    local_world.state = StateRepository(table, client, clock=local_world.clock)
+    yield local_world
+    client.delete_table(TableName=table)
+
+
+def quiet_for(world: World, quiet: timedelta, due_in: timedelta) -> str:
+    """A session Klarna last reported on `quiet` ago (WAITING, recorded), due `due_in` from now."""
+    session_id = str(uuid.uuid4())
+    session = world.fake.add_session(session_id, updated_at=world.clock.now - quiet)
+    world.repository.record_status(
+        StatusUpdate(session=KlarnaSession.model_validate(session), source="klarna_read")
+    )
+    row = world.row(session_id)
+    entry = DueSession(
+        session_id=session_id,
+        poll_shard=row[POLL_SHARD],
+        poll_due_at=row[POLL_DUE_AT],
+        poll_attempts=row[POLL_ATTEMPTS],
+        poll_not_found=0,
+        status="WAITING",
+        updated_at_ms=row["updated_at_ms"],
+        expires_at=None,
+    )
+    assert world.repository.reschedule_poll(entry, next_due_at_ms=to_epoch_millis(world.clock.now + due_in))
+    return session_id
+
+
+def due_in(world: World, session_id: str) -> timedelta:
+    return timedelta(milliseconds=world.row(session_id)[POLL_DUE_AT] - to_epoch_millis(world.clock.now))
+
+
+def callbacks_stop_for_a_burst(world: World, shoppers: list[str]) -> PollRunReport:
+    """12 consumers open their page while Klarna's callbacks do not reach the tracker; then a run."""
+    world.clock.advance(minutes=1)
+    for shopper in shoppers[:12]:
+        world.fake.act(shopper, "IN_PROGRESS", callback=False)
+    world.clock.advance(minutes=1)
+    return world.run()
+
+
+def runs_until_relaxed(world: World, report: PollRunReport) -> int:
+    """Runs 5 minutes apart, while nothing unreported is found, until the poller stops catching up."""
+    runs = 0
+    while report.state is not None and report.state.catching_up:
+        world.clock.advance(minutes=5)
+        report = world.run()
+        assert report.unreported_changes == 0
+        runs += 1
+        assert runs <= 8, "relaxed within 40 minutes"
+    return runs
+
+
+def test_a_burst_of_lost_callbacks_makes_the_poller_tighten_then_relax(lossy_world: World) -> None:
+    world = lossy_world
+    assert world.state is not None
+    shoppers = [world.track() for _ in range(30)]
+    # Young sessions nobody has opened for two hours: the normal schedule reads them hourly.
+    witnesses = [quiet_for(world, timedelta(hours=2), timedelta(minutes=50)) for _ in range(3)]
+    world.clock.advance(minutes=1)
+    calm = world.run()
+    assert (calm.due, calm.unreported_changes, calm.catching_up) == (30, 0, False)
+
+    burst = callbacks_stop_for_a_burst(world, shoppers)
+    assert (burst.unreported_changes, burst.catching_up) == (12, False), "it started before the evidence"
+    assert burst.state is not None and burst.state.catching_up
+    assert world.state.poller_state() == burst.state, "kept in the state table for the next run"
+
+    # Tight: the next run also reads the young sessions not due for another 47 minutes, and every
+    # young session it reads is next due within 20 minutes.
+    world.clock.advance(minutes=1)
+    tight = world.run()
+    assert (tight.catching_up, tight.catch_up_reads) == (True, len(witnesses))
+    assert set(klarna_reads(world.fake)[-tight.read_from_klarna :]) >= set(witnesses)
+    assert all(due_in(world, w) == timedelta(minutes=20) for w in witnesses)
+
+    # Callbacks arrive again: nothing unreported is found, the evidence decays and the poller relaxes,
+    # not at the first calm run (the off threshold is lower than the on one).
+    assert runs_until_relaxed(world, tight) >= 2
+    world.clock.now = datetime.fromtimestamp(world.row(witnesses[0])[POLL_DUE_AT] / 1000, UTC)
+    relaxed = world.run()
+    assert (relaxed.catching_up, relaxed.catch_up_reads) == (False, 0)
+    assert due_in(world, witnesses[0]) == timedelta(hours=1), "quiet for 2 h 20 min: hourly again"

@@ -63,11 +63,14 @@ def environment(monkeypatch: pytest.MonkeyPatch, dynamodb_local: Any, moto_serve
     from tests.support.template import create_table
 
     create_table(client, "SessionsTable", table)
+    state_table = f"state-{uuid.uuid4().hex[:12]}"
+    create_table(client, "StateTable", state_table)
     with simulated_klarna() as klarna:
         secrets = boto3.client("secretsmanager", endpoint_url=moto_server.endpoint_url)
         arn = klarna_credentials_secret(moto_server.endpoint_url, klarna)
         env = {
             "TABLE_NAME": table,
+            "STATE_TABLE_NAME": state_table,
             "KLARNA_API_URL": klarna.url,
             "KLARNA_CREDENTIALS_SECRET_ARN": arn,
             "AWS_ENDPOINT_URL": moto_server.endpoint_url,
@@ -80,6 +83,7 @@ def environment(monkeypatch: pytest.MonkeyPatch, dynamodb_local: Any, moto_serve
             monkeypatch.setenv(name, value)
         yield klarna, SessionRepository(table, client), secrets, arn
     client.delete_table(TableName=table)
+    client.delete_table(TableName=state_table)
 
 
 def start(environment: Any, monkeypatch: pytest.MonkeyPatch, **env: str) -> Stack:
@@ -105,6 +109,11 @@ def metrics_of(lines: list[dict[str, Any]]) -> dict[str, Any]:
         value = emf[metric["Name"]]
         (values[metric["Name"]],) = value if isinstance(value, list) else [value]  # one value per run
     return values
+
+
+def metric_units(lines: list[dict[str, Any]]) -> dict[str, str]:
+    (emf,) = [line for line in lines if "_aws" in line]
+    return {metric["Name"]: metric["Unit"] for metric in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
 
 
 def test_a_scheduled_run_records_klarnas_state_and_reports_metrics(
@@ -136,6 +145,29 @@ def test_a_scheduled_run_records_klarnas_state_and_reports_metrics(
     assert finished["scheduled_time"] == "2026-03-02T12:00:00Z"
     assert finished["execution_id"] == "d32c5kddcf5bb8c3"
     assert TOKEN not in output
+
+
+def test_a_run_reports_the_evidence_of_lost_callbacks_and_keeps_it_for_the_next(
+    environment: Any, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    stack = start(environment, monkeypatch)
+    stack.track_due("COMPLETED", authorization_token=TOKEN)  # its callback never came
+    stack.track_due()
+    capfd.readouterr()
+    summary = stack.invoke()
+    lines = output_lines(capfd.readouterr().out)
+    # One change no callback reported, among the (at least) 100 reads the evidence counts: under the
+    # threshold, no catch-up.
+    values = metrics_of(lines)
+    assert (values["PollLostCallbackEvidence"], values["PollCatchUpReads"]) == (1.0, 0)
+    assert metric_units(lines)["PollLostCallbackEvidence"] == "Percent"
+    assert (summary["unreported_changes"], summary["evidence_percent"], summary["catching_up"]) == (
+        1,
+        1.0,
+        False,
+    )
+    stored = stack.handler.state.poller_state()
+    assert (stored.unreported_changes, stored.reads, stored.catching_up) == (1, 2, False)
 
 
 def test_nothing_due_still_reports_the_lag_signal(

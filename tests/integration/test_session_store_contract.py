@@ -398,6 +398,45 @@ def test_the_due_query_pages(new_store: Callable[..., Store], clock: ManualClock
     assert sum(p.scanned_count for p in pages) == 5, "a session not yet due is never read"
 
 
+def test_the_catch_up_query_reads_a_window_of_due_times_and_filters_on_the_last_update(
+    new_store: Callable[..., Store], clock: ManualClock
+) -> None:
+    store = new_store(poll_shards=1)
+    # Klarna's own updates, each at its minute: due a minute after they are recorded.
+    for minute, session_id in [
+        (0, "due-now"),
+        (5, "old-update"),
+        (20, "recent-a"),
+        (30, "recent-b"),
+        (90, "beyond"),
+    ]:
+        clock.now = at(minute)
+        store.record_status(update("IN_PROGRESS", at(minute), session_id=session_id))
+    clock.now = at(10)
+    pages = []
+    start: Any = None
+    while True:
+        page = store.due_sessions_page(
+            "00",
+            due_after_ms=to_epoch_millis(at(1)),  # after: not the session due exactly then
+            due_by_ms=to_epoch_millis(at(60)),
+            active_since_ms=to_epoch_millis(at(20)),  # updated then or since
+            limit=2,
+            start_key=start,
+        )
+        pages.append(page)
+        start = page.next_start_key
+        if start is None:
+            break
+    assert [d.session_id for p in pages for d in p.sessions] == ["recent-a", "recent-b"]
+    # The filter drops "old-update" after reading it: read units are spent on what the key range holds.
+    assert sum(p.scanned_count for p in pages) == 3
+    assert [(d.poll_due_at, d.updated_at_ms) for p in pages for d in p.sessions] == [
+        (to_epoch_millis(at(21)), to_epoch_millis(at(20))),
+        (to_epoch_millis(at(31)), to_epoch_millis(at(30))),
+    ]
+
+
 def test_sessions_spread_over_every_shard(store: Store) -> None:
     for n in range(64):
         track(store, f"session-{n:03d}")

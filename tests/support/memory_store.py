@@ -8,13 +8,16 @@ reschedule or stop applies only while the session is as the poller saw it. The c
 the repository on DynamoDB Local and moto, so the two cannot drift apart.
 
 For tests it also logs the writes it was asked for, fails an operation once on request, and lets a
-concurrent writer's update land just before the next writes.
+concurrent writer's update land just before the next writes. The due index is kept sorted per shard, so
+the poll_policy benchmark can run the poller over a merchant's whole population on it.
 """
 
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
+
+from sortedcontainers import SortedList
 
 from hpp_core.errors import Conflict
 from hpp_core.lifecycle import poll_shard, poll_shard_ids, write_outcome
@@ -23,6 +26,7 @@ from hpp_core.models import (
     DuePage,
     DueSession,
     PageKey,
+    PollerState,
     StatusUpdate,
     TrackedSession,
     WriteOutcome,
@@ -58,14 +62,20 @@ class MemorySessionStore:
         poll_shards: int = 8,
         first_poll_delay_seconds: int = 60,
         clock: Callable[[], datetime] = utc_now,
+        log_writes: bool = True,
     ) -> None:
         # Public so a test can move time between writes.
         self.clock = clock
         self.writes: list[RecordedWrite] = []
+        self._log_writes = log_writes
         self._poll_shards = poll_shards
         self._first_poll_delay_ms = first_poll_delay_seconds * 1000
         self._sessions: dict[str, TrackedSession] = {}
         self._schedules: dict[str, _Schedule] = {}
+        # The due index: per shard, (due_at_ms, session_id) in order, as DynamoDB keeps its sort key.
+        self._index: dict[str, SortedList[tuple[int, str]]] = {
+            shard: SortedList() for shard in poll_shard_ids(poll_shards)
+        }
         self._failures: dict[str, Exception] = {}
         self._concurrent: list[StatusUpdate] = []
         # The poller's workers write from several threads.
@@ -95,7 +105,8 @@ class MemorySessionStore:
             if self._concurrent:
                 self._write(self._concurrent.pop(0), None)
             result = self._write(update, callback_secret_hash)
-            self.writes.append(RecordedWrite(update, callback_secret_hash, result.outcome))
+            if self._log_writes:
+                self.writes.append(RecordedWrite(update, callback_secret_hash, result.outcome))
             return result
 
     def _write(self, update: StatusUpdate, callback_secret_hash: str | None) -> WriteResult:
@@ -105,9 +116,9 @@ class MemorySessionStore:
             return WriteResult(outcome, stored)
         session = self._sessions[update.session_id] = _recorded(update, stored, self._now())
         if update.is_final:
-            self._schedules.pop(update.session_id, None)
+            self._set_schedule(update.session_id, None)
         else:  # a recorded change resets the backoff and forgets the 404 count
-            self._schedules[update.session_id] = self._first_schedule(update.session_id)
+            self._set_schedule(update.session_id, self._first_schedule(update.session_id))
         return WriteResult(WriteOutcome.APPLIED, session)
 
     # -- SessionLookup, SessionCreator --------------------------------------------------------------
@@ -151,7 +162,7 @@ class MemorySessionStore:
                 callback_secret_hash=callback_secret_hash,
             )
             self._sessions[session_id] = session
-            self._schedules[session_id] = self._first_schedule(session_id)
+            self._set_schedule(session_id, self._first_schedule(session_id))
             return session
 
     # -- DueQueue -----------------------------------------------------------------------------------
@@ -161,25 +172,36 @@ class MemorySessionStore:
         return poll_shard_ids(self._poll_shards)
 
     def due_sessions_page(
-        self, shard: str, *, due_by_ms: int, limit: int, start_key: PageKey | None = None
+        self,
+        shard: str,
+        *,
+        due_by_ms: int,
+        limit: int,
+        start_key: PageKey | None = None,
+        due_after_ms: int | None = None,
+        active_since_ms: int | None = None,
     ) -> DuePage:
-        """Like a Query of the due index: oldest first, after `start_key`, and like DynamoDB a page
-        that reached `limit` says where to go on even if nothing follows."""
+        """Like a Query of the due index: oldest first, after `start_key`, `limit` items read before the
+        filter on `active_since_ms`, and like DynamoDB a page that read `limit` items says where to go on
+        even if nothing follows."""
         with self._lock:
             self._fail_if_asked("due_sessions_page")
-            due = sorted(
-                (schedule.due_at_ms, session_id)
-                for session_id, schedule in self._schedules.items()
-                if schedule.shard == shard and schedule.due_at_ms <= due_by_ms
-            )
+            index = self._index[shard]
             if start_key is not None:
-                due = [key for key in due if key > (start_key["due_at_ms"], start_key["session_id"])]
+                start = index.bisect_right((start_key["due_at_ms"], start_key["session_id"]))
+            else:
+                start = 0 if due_after_ms is None else index.bisect_left((due_after_ms + 1, ""))
+            stop = min(index.bisect_left((due_by_ms + 1, "")), start + limit)
+            read = list(index.islice(start, stop)) if stop > start else []
             page = [
-                self._due_session(session_id, self._schedules[session_id]) for _, session_id in due[:limit]
+                self._due_session(session_id, self._schedules[session_id])
+                for _, session_id in read
+                if active_since_ms is None or self._sessions[session_id].updated_at_ms >= active_since_ms
             ]
-        last = page[-1] if len(page) == limit else None
-        next_key = None if last is None else {"due_at_ms": last.poll_due_at, "session_id": last.session_id}
-        return DuePage(page, len(page), next_key)
+        next_key = None
+        if len(read) == limit:
+            next_key = {"due_at_ms": read[-1][0], "session_id": read[-1][1]}
+        return DuePage(page, len(read), next_key)
 
     def reschedule_poll(self, due: DueSession, *, next_due_at_ms: int, not_found: int = 0) -> bool:
         with self._lock:
@@ -187,8 +209,11 @@ class MemorySessionStore:
             schedule = self._schedule_as_seen(due)
             if schedule is None:
                 return False
-            self._schedules[due.session_id] = replace(
-                schedule, due_at_ms=next_due_at_ms, attempts=due.poll_attempts + 1, not_found=not_found
+            self._set_schedule(
+                due.session_id,
+                replace(
+                    schedule, due_at_ms=next_due_at_ms, attempts=due.poll_attempts + 1, not_found=not_found
+                ),
             )
             return True
 
@@ -197,7 +222,7 @@ class MemorySessionStore:
             self._fail_if_asked("stop_polling")
             if self._schedule_as_seen(due) is None:
                 return False
-            del self._schedules[due.session_id]
+            self._set_schedule(due.session_id, None)
             return True
 
     # -- the recovery CLI's reads (hpp-tracker) -----------------------------------------------------
@@ -221,6 +246,15 @@ class MemorySessionStore:
 
     def _now(self) -> datetime:
         return parse_timestamp(self.clock())  # milliseconds, as the table keeps timestamps
+
+    def _set_schedule(self, session_id: str, schedule: _Schedule | None) -> None:
+        """Put the session in the due index at `schedule`, or take it out (None)."""
+        old = self._schedules.pop(session_id, None)
+        if old is not None:
+            self._index[old.shard].remove((old.due_at_ms, session_id))
+        if schedule is not None:
+            self._schedules[session_id] = schedule
+            self._index[schedule.shard].add((schedule.due_at_ms, session_id))
 
     def _first_schedule(self, session_id: str) -> _Schedule:
         due_at_ms = to_epoch_millis(self._now()) + self._first_poll_delay_ms
@@ -307,3 +341,30 @@ class MemoryStateStore:
     def remember_not_found(self, session_id: str, *, until: datetime) -> None:
         with self._lock:
             self._not_found_until[session_id] = to_epoch_millis(until) // 1000
+
+
+class MemoryPollerState:
+    """The poller's state store (hpp_core.ports.PollerStateStore), in memory; it can fail on request."""
+
+    def __init__(self, state: PollerState | None = None) -> None:
+        self.state = state
+        self.saved: list[PollerState] = []
+        self._failures: dict[str, Exception] = {}
+
+    def fail_next(self, operation: str, error: Exception) -> None:
+        """The next call of `operation` ("poller_state" or "save_poller_state") raises `error`."""
+        self._failures[operation] = error
+
+    def poller_state(self) -> PollerState | None:
+        self._fail_if_asked("poller_state")
+        return self.state
+
+    def save_poller_state(self, state: PollerState) -> None:
+        self._fail_if_asked("save_poller_state")
+        self.state = state
+        self.saved.append(state)
+
+    def _fail_if_asked(self, operation: str) -> None:
+        error = self._failures.pop(operation, None)
+        if error is not None:
+            raise error

@@ -102,6 +102,7 @@ def ready_file(tmp_path: Path, outputs: dict[str, str]) -> Path:
 def test_settings_come_from_the_outputs_and_a_bad_one_is_named(tmp_path: Path) -> None:
     outputs = {
         "SessionsTableName": "sessions",
+        "StateTableName": "state",
         "PollShards": "16",
         "FirstPollDelaySeconds": "60",
         "SessionRetentionDays": "0",

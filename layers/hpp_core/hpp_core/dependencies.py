@@ -20,10 +20,30 @@ if TYPE_CHECKING:
     from hpp_core.idempotency import IdempotentCreates
 
 
-def dynamodb_client(config: Config, *, max_pool_connections: int | None = None) -> "DynamoDBClient":
+def dynamodb_config(
+    config: Config, *, max_pool_connections: int | None = None, validate_requests: bool = True
+) -> Config:
+    """`config` (the settings' timeouts and attempts) for one DynamoDB client.
+
+    `max_pool_connections`: threaded callers (the poller's) need a connection each, or botocore discards
+    extras. `validate_requests=False` skips botocore's own check of each request against the API model
+    (about half a millisecond of CPU a call): the repository builds its requests from fixed shapes and
+    DynamoDB checks them again, while the poller's threads feel every millisecond as time the others
+    wait for the interpreter.
+    """
     if max_pool_connections is not None:
-        # Threaded callers (the poller's workers) need a connection each, or botocore discards extras.
         config = config.merge(Config(max_pool_connections=max_pool_connections))
+    if not validate_requests:
+        config = config.merge(Config(parameter_validation=False))
+    return config
+
+
+def dynamodb_client(
+    config: Config, *, max_pool_connections: int | None = None, validate_requests: bool = True
+) -> "DynamoDBClient":
+    config = dynamodb_config(
+        config, max_pool_connections=max_pool_connections, validate_requests=validate_requests
+    )
     return boto3.client("dynamodb", config=config)
 
 
@@ -31,12 +51,17 @@ def session_repository(
     settings: TableSettings,
     *,
     max_pool_connections: int | None = None,
+    validate_requests: bool = True,
     client: "DynamoDBClient | None" = None,
 ) -> SessionRepository:
     """The sessions table's adapter; `client` for a caller with its own credentials (the recovery CLI)."""
+    calls = settings.aws_call_config()
     return SessionRepository(
         settings.table_name,
-        client or dynamodb_client(settings.aws_call_config(), max_pool_connections=max_pool_connections),
+        client
+        or dynamodb_client(
+            calls, max_pool_connections=max_pool_connections, validate_requests=validate_requests
+        ),
         poll_shards=settings.poll_shards,
         first_poll_delay_seconds=settings.first_poll_delay_seconds,
         retention_days=settings.session_retention_days,

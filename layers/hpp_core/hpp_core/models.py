@@ -268,6 +268,22 @@ class DueSession:
 PageKey = Mapping[str, Any]
 
 
+class PollerState(BaseModel):
+    """The poller's own memory across runs (one item in the state table): how much of what it reads
+    lately were changes no callback had reported, and whether that has it catching up.
+
+    Both counts are exponentially decaying sums (each run's counts added, older ones fading with time),
+    so the share follows the last few minutes whatever the runs' sizes, and a gap between runs ages it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    unreported_changes: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    reads: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    updated_at_ms: int = Field(default=0, ge=0)
+    catching_up: bool = False
+
+
 @dataclass(frozen=True)
 class DuePage:
     """One page of a due query: the sessions, how many items the store read for it, where to go on."""
@@ -298,6 +314,7 @@ __all__ = [
     "KlarnaCreatedSession",
     "KlarnaSession",
     "PageKey",
+    "PollerState",
     "SessionId",
     "StatusUpdate",
     "TrackedSession",

@@ -19,6 +19,7 @@ from hpp_core.models import (
     KlarnaCreated,
     KlarnaSession,
     PageKey,
+    PollerState,
     StatusUpdate,
     TrackedSession,
     WriteResult,
@@ -60,8 +61,19 @@ class DueQueue(Protocol):
     def poll_shard_ids(self) -> list[str]: ...
 
     def due_sessions_page(
-        self, shard: str, *, due_by_ms: int, limit: int, start_key: PageKey | None = None
-    ) -> DuePage: ...
+        self,
+        shard: str,
+        *,
+        due_by_ms: int,
+        limit: int,
+        start_key: PageKey | None = None,
+        due_after_ms: int | None = None,
+        active_since_ms: int | None = None,
+    ) -> DuePage:
+        """Sessions of one shard due at `due_by_ms` or earlier, oldest first, `limit` index items at a
+        time; only those due after `due_after_ms`, and last updated at `active_since_ms` or later
+        (`updated_at_ms`), when given. A page may hold fewer sessions than it read."""
+        ...
 
     def reschedule_poll(self, due: DueSession, *, next_due_at_ms: int, not_found: int = 0) -> bool: ...
 
@@ -79,6 +91,14 @@ class RecordedBetween(Protocol):
     stream records have been trimmed (a scan: its cost is the table's size)."""
 
     def sessions_recorded_between(self, start: datetime, end: datetime) -> Iterator[TrackedSession]: ...
+
+
+class PollerStateStore(Protocol):
+    """The poller's own state across runs (the evidence of lost callbacks); one writer, the poller."""
+
+    def poller_state(self) -> PollerState | None: ...
+
+    def save_poller_state(self, state: PollerState) -> None: ...
 
 
 class SessionStore(SessionLookup, StatusRecorder, Protocol):

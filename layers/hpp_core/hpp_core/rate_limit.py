@@ -48,6 +48,10 @@ class RateLimiter:
         with self._lock:
             return 1.0 / self._interval
 
+    def now(self) -> float:
+        """The limiter's clock (deadlines given to `acquire` are on it)."""
+        return self._clock()
+
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import botocore.exceptions
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from pydantic import ValidationError
 
 from hpp_core.errors import Conflict, StorageUnavailable
 from hpp_core.lifecycle import poll_shard, poll_shard_ids, write_outcome
@@ -24,6 +25,7 @@ from hpp_core.models import (
     DuePage,
     DueSession,
     PageKey,
+    PollerState,
     StatusUpdate,
     TrackedSession,
     WriteOutcome,
@@ -52,6 +54,9 @@ UNKNOWN_SESSION_BUDGET_PREFIX = "unknown-session-budget#"
 KLARNA_NOT_FOUND_PREFIX = "klarna-404#"
 # A minute's budget item outlives its minute by this much (then TTL removes it).
 _BUDGET_KEPT_SECONDS = 3600
+# The poller's own state (issue 11), kept a week after the last run.
+POLLER_STATE_KEY = "poller#state"
+POLLER_STATE_TTL_SECONDS = 7 * 86_400
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -341,21 +346,34 @@ class SessionRepository:
         due_by_ms: int,
         limit: int,
         start_key: PageKey | None = None,
+        due_after_ms: int | None = None,
+        active_since_ms: int | None = None,
     ) -> DuePage:
         """Sessions of one shard due at `due_by_ms` or earlier, oldest first: one Query of the due index.
 
         The key condition selects exactly the due items, so DynamoDB reads (and bills) nothing else:
-        final sessions are not in the index, sessions due later sort after `due_by_ms`.
+        final sessions are not in the index, sessions due later sort after `due_by_ms`. The catch-up's
+        `due_after_ms` narrows the key range too; its `active_since_ms` is a filter, so the items it drops
+        are read (and billed) all the same.
         """
+        names = {"#shard": POLL_SHARD, "#due": POLL_DUE_AT}
+        values: dict[str, Any] = {":shard": shard, ":due_by": due_by_ms}
+        key_condition = "#shard = :shard AND #due <= :due_by"
+        if due_after_ms is not None:
+            values[":due_after"] = due_after_ms + 1  # BETWEEN includes both ends; "after" does not
+            key_condition = "#shard = :shard AND #due BETWEEN :due_after AND :due_by"
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
             "IndexName": DUE_INDEX,
-            "KeyConditionExpression": "#shard = :shard AND #due <= :due_by",
-            "ExpressionAttributeNames": {"#shard": POLL_SHARD, "#due": POLL_DUE_AT},
-            "ExpressionAttributeValues": to_item({":shard": shard, ":due_by": due_by_ms}),
+            "KeyConditionExpression": key_condition,
             "ScanIndexForward": True,
             "Limit": limit,
         }
+        if active_since_ms is not None:
+            names["#updated_at_ms"] = "updated_at_ms"
+            values[":active_since"] = active_since_ms
+            kwargs["FilterExpression"] = "#updated_at_ms >= :active_since"
+        kwargs |= {"ExpressionAttributeNames": names, "ExpressionAttributeValues": to_item(values)}
         if start_key:
             kwargs["ExclusiveStartKey"] = start_key
         response = _dynamodb(self.client.query, **kwargs)
@@ -554,6 +572,36 @@ class StateRepository:
                 {STATE_KEY: f"{KLARNA_NOT_FOUND_PREFIX}{session_id}", TTL_ATTRIBUTE: _epoch_seconds(until)}
             ),
         )
+
+    # -- the poller's own state (issue 11): one item, written by the poller alone ---------------------
+
+    def poller_state(self) -> PollerState | None:
+        """The poller's state as its last run left it; None before the first run, or when the item is
+        not one the poller wrote (it is then started afresh, and overwritten at the end of the run)."""
+        response = _dynamodb(
+            self.client.get_item,
+            TableName=self.table_name,
+            Key=to_item({STATE_KEY: POLLER_STATE_KEY}),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if not item:
+            return None
+        try:
+            return PollerState.model_validate(_plain(item))
+        except ValidationError:
+            return None
+
+    def save_poller_state(self, state: PollerState) -> None:
+        """Replace the poller's state (reserved concurrency 1 makes the poller its only writer)."""
+        # Floats as DynamoDB numbers: a Decimal of their shortest repr (the serializer refuses floats).
+        fields = {
+            name: Decimal(repr(value)) if isinstance(value, float) else value
+            for name, value in state.model_dump().items()
+        }
+        expires = _epoch_seconds(self._clock()) + POLLER_STATE_TTL_SECONDS
+        item = {STATE_KEY: POLLER_STATE_KEY, **fields, TTL_ATTRIBUTE: expires}
+        _dynamodb(self.client.put_item, TableName=self.table_name, Item=to_item(item))
 
 
 def _epoch_seconds(moment: datetime) -> int:
