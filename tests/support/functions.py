@@ -88,6 +88,9 @@ def tracker_environment(
             "AWS_ENDPOINT_URL": moto_endpoint_url,
             "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_endpoint_url,
             "POWERTOOLS_SERVICE_NAME": service,
+            # The functions' short read timeouts are for AWS. On a loaded test machine a write that waits
+            # past one is sent again and finds itself (a "duplicate"); tests of the budgets set their own.
+            "AWS_CALL_READ_TIMEOUT_SECONDS": "10",
         }
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
