@@ -23,6 +23,7 @@ from hpp_core.dependencies import klarna_client, session_repository, state_repos
 from hpp_core.http import StrictRestResolver, install_error_handlers, json_response
 from hpp_core.klarna import NO_RETRY
 from hpp_core.settings import load_settings
+from hpp_core.tracing import annotate_session, traced_handler
 
 settings = load_settings(CallbackSettings)
 logger = Logger()
@@ -51,6 +52,7 @@ def receive_callback() -> Response[Any]:
     query = event.query_string_parameters or {}
     # JSON logging escapes it; truncation keeps a hostile value from bloating every line.
     logger.append_keys(session_id=str(query.get("session_id", ""))[:128] or None)
+    annotate_session(query.get("session_id"))
     result = handle_callback(
         query,
         event.body,
@@ -72,6 +74,7 @@ def receive_callback() -> Response[Any]:
     return json_response(200, result.response_body())
 
 
+@traced_handler
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

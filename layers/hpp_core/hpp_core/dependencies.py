@@ -13,6 +13,7 @@ from botocore.config import Config
 from hpp_core.klarna import KlarnaClient, secrets_manager_credentials
 from hpp_core.repository import SessionRepository, StateRepository
 from hpp_core.settings import KlarnaSettings, StateSettings, TableSettings
+from hpp_core.tracing import annotate_dynamodb_calls
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -24,7 +25,9 @@ def dynamodb_client(config: Config, *, max_pool_connections: int | None = None) 
     if max_pool_connections is not None:
         # Threaded callers (the poller's workers) need a connection each, or botocore discards extras.
         config = config.merge(Config(max_pool_connections=max_pool_connections))
-    return boto3.client("dynamodb", config=config)
+    client = boto3.client("dynamodb", config=config)
+    annotate_dynamodb_calls(client)
+    return client
 
 
 def session_repository(

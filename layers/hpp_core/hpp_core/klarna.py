@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hpp_core.errors import DependencyError
 from hpp_core.models import KlarnaCreated, KlarnaCreatedSession, KlarnaSession, describe_validation_error
+from hpp_core.tracing import klarna_call
 
 USER_AGENT = "hpp-tracker/1.0"
 SESSIONS_PATH = "/hpp/v1/sessions"
@@ -322,7 +323,9 @@ class KlarnaClient:
         """Read Session at `url` (the session's `session_url`), or the documented form without one."""
         target = url or self.session_url(session_id)
         response = call_with_retry(
-            lambda timeout: self.request("GET", target, operation="read session", timeout_seconds=timeout),
+            lambda timeout: self.request(
+                "GET", target, operation="read session", timeout_seconds=timeout, session_id=session_id
+            ),
             timeout_seconds=self._timeout_seconds,
             policy=retry,
         )
@@ -368,7 +371,7 @@ class KlarnaClient:
         target = url or self.session_url(session_id)
         call_with_retry(
             lambda timeout: self.request(
-                "DELETE", target, operation="disable session", timeout_seconds=timeout
+                "DELETE", target, operation="disable session", timeout_seconds=timeout, session_id=session_id
             ),
             timeout_seconds=self._timeout_seconds,
             policy=retry,
@@ -391,6 +394,7 @@ class KlarnaClient:
             operation="distribute session",
             timeout_seconds=timeout_seconds,
             unanswered="Klarna may or may not have sent the link",
+            session_id=session_id,
         )
 
     def _post_once(
@@ -401,10 +405,18 @@ class KlarnaClient:
         operation: str,
         timeout_seconds: float | None,
         unanswered: str,
+        session_id: str | None = None,
     ) -> KlarnaResponse:
         """A POST that must not be repeated; a failure without an answer says what may have happened."""
         try:
-            return self.request("POST", url, operation=operation, body=body, timeout_seconds=timeout_seconds)
+            return self.request(
+                "POST",
+                url,
+                operation=operation,
+                body=body,
+                timeout_seconds=timeout_seconds,
+                session_id=session_id,
+            )
         except KlarnaUnavailable as error:
             if error.http_status is None:
                 error.message += f"; {unanswered}"
@@ -418,9 +430,11 @@ class KlarnaClient:
         operation: str,
         body: Mapping[str, Any] | None = None,
         timeout_seconds: float | None = None,
+        session_id: str | None = None,
     ) -> KlarnaResponse:
         """One HTTP call; raises a KlarnaError for anything but a 2xx, and KlarnaUrlRefused (nothing
-        sent) for a URL that is not on the configured Klarna API's scheme, host and port."""
+        sent) for a URL that is not on the configured Klarna API's scheme, host and port. Traced as one
+        subsegment annotated with `session_id` and the status (hpp_core.tracing: never a URL or body)."""
         self._check_url(url, operation)
         headers = {
             "Authorization": self._credentials().basic_auth_header(),
@@ -433,15 +447,17 @@ class KlarnaClient:
             headers["Content-Type"] = "application/json"
         timeout = timeout_seconds or self._timeout_seconds
         try:
-            raw = self._pool.request(
-                method,
-                url,
-                body=encoded,
-                headers=headers,
-                timeout=urllib3.Timeout(total=timeout),
-                redirect=False,
-                retries=False,
-            )
+            with klarna_call(operation, session_id=session_id) as traced_status:
+                raw = self._pool.request(
+                    method,
+                    url,
+                    body=encoded,
+                    headers=headers,
+                    timeout=urllib3.Timeout(total=timeout),
+                    redirect=False,
+                    retries=False,
+                )
+                traced_status(raw.status)
         except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ProtocolError) as exc:
             if _is_timeout(exc):
                 raise KlarnaTimeout(f"Klarna {operation}: no answer within {timeout:g}s") from None
