@@ -2,8 +2,9 @@
 `POST /sessions/{id}/distribution`.
 
 Thin on purpose: parse the API Gateway event, let the core (hpp_core.sessions) decide, map the result.
-Errors become HTTP answers in hpp_core.http. Nothing here logs a request body (a distribution's holds
-the consumer's e-mail or phone number), a callback secret or an authorization token.
+Errors become HTTP answers in hpp_core.http (routing: hpp_core.rest_resolver). Nothing here logs a
+request body (a distribution's holds the consumer's e-mail or phone number), a callback secret or an
+authorization token.
 """
 
 from functools import cache
@@ -17,8 +18,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from hpp_core.dependencies import idempotent_creates, klarna_client, session_repository
-from hpp_core.http import StrictRestResolver, install_error_handlers, json_response
 from hpp_core.klarna import KlarnaError, RetryPolicy
+from hpp_core.rest_resolver import StrictRestResolver, install_error_handlers, json_response
 from hpp_core.sessions import (
     IDEMPOTENCY_KEY_HEADER,
     SETTLED_CREATE_FAILURES,

@@ -18,18 +18,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import urllib3
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hpp_core.errors import DependencyError
 from hpp_core.models import KlarnaCreated, KlarnaCreatedSession, KlarnaSession, describe_validation_error
 from hpp_core.tracing import klarna_call
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 USER_AGENT = "hpp-tracker/1.0"
 SESSIONS_PATH = "/hpp/v1/sessions"
@@ -503,11 +504,20 @@ def secrets_manager_credentials(
     secret_arn: str, *, max_age_seconds: int, boto_config: Config | None = None
 ) -> CredentialsProvider:
     """Credentials from Secrets Manager through Powertools parameters (cached for `max_age_seconds`), its
-    client made on first use with `boto_config` (timeouts and retries)."""
+    client made on first use with `boto_config` (timeouts and retries).
+
+    Powertools parameters is imported on that first use too: its package loads every provider (AppConfig
+    included), and a callback on the normal path never calls Klarna."""
     provider: SecretsProvider | None = None
 
     def provide() -> KlarnaCredentials:
         nonlocal provider
+        from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415 - see above
+        from aws_lambda_powertools.utilities.parameters.exceptions import (  # noqa: PLC0415
+            GetParameterError,
+            TransformParameterError,
+        )
+
         if provider is None:
             provider = SecretsProvider(boto_config=boto_config)
         try:
