@@ -74,18 +74,22 @@ def virtualenv() -> Path:
     return python
 
 
-def code_copy(function: str, *, precompiled: bool) -> Path:
-    """The layer's package and the function's module, copied as Lambda unpacks them, then made read-only."""
+def code_copy(function: str, *, precompiled: bool, source: Path = ROOT) -> Path:
+    """The layer's package and the function's module (of the checkout at `source`), copied as Lambda
+    unpacks them, then made read-only."""
     target = BUILD / ("code-precompiled" if precompiled else "code") / function
     if target.exists():
         for path in [target, *target.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         shutil.rmtree(target)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(ROOT / "layers/hpp_core/hpp_core", target / "hpp_core", ignore=ignore)
-    shutil.copy(ROOT / "functions" / function / f"{function}.py", target)
+    shutil.copytree(source / "layers/hpp_core/hpp_core", target / "hpp_core", ignore=ignore)
+    shutil.copy(source / "functions" / function / f"{function}.py", target)
     if precompiled:
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(target)], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", str(target)],
+            check=True,
+        )
     for path in [*target.rglob("*"), target]:
         path.chmod(0o555 if path.is_dir() else 0o444)
     return target
@@ -157,6 +161,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--precompiled", action="store_true", help="ship the project's .pyc with the code")
     parser.add_argument("--functions", nargs="*", default=list(FUNCTIONS), choices=FUNCTIONS)
+    parser.add_argument(
+        "--source", type=Path, default=ROOT, help="measure another checkout's code (e.g. `git archive main`)"
+    )
     args = parser.parse_args()
     sets, pairs = (1, 6) if args.quick else (args.sets, args.pairs)
     python = virtualenv()
@@ -165,16 +172,16 @@ def main() -> None:
         f"project code {'precompiled' if args.precompiled else 'without .pyc (read-only copy)'}; tracing on"
     )
     for function in args.functions:
-        env = environment(code_copy(function, precompiled=args.precompiled), function)
+        env = environment(code_copy(function, precompiled=args.precompiled, source=args.source), function)
         ratios = [paired_ratio(python, f"import {function}", env, pairs) for _ in range(sets)]
         print(f"  {function:<10} " + "  ".join(f"{ratio:.2f}x" for ratio in ratios))
-    env = environment(code_copy("callback", precompiled=args.precompiled), "callback")
+    env = environment(code_copy("callback", precompiled=args.precompiled, source=args.source), "callback")
     tracer = [paired_ratio(python, TRACER_ONLY, env, pairs) for _ in range(sets)]
     print(f"  {'tracer':<10} " + "  ".join(f"{ratio:.2f}x" for ratio in tracer) + "  (Tracer alone)")
     if args.quick:
         return
     for function in args.functions:
-        env = environment(code_copy(function, precompiled=args.precompiled), function)
+        env = environment(code_copy(function, precompiled=args.precompiled, source=args.source), function)
         rows = breakdown(python, function, env)
         print(
             f"  {function}: beyond the baseline (ms, -X importtime self times by package): "
