@@ -129,13 +129,16 @@ test: venv tools checkov node_modules lint ## Install what is missing, lint, the
 unit: venv ## Unit tests only (fast, no lint)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-bench: venv node_modules ## Run every bench/*.py as `python -m bench.<name>`
+# The benchmarks `make bench` runs in their quick mode (the full run: python -m bench.<name>).
+BENCH_QUICK ?= cold_start
+bench: venv node_modules ## Run every bench/*.py as `python -m bench.<name>` (BENCH_QUICK ones with --quick)
 	@shopt -s nullglob; ran=0; \
 	for f in bench/*.py; do \
 	  name="$$(basename "$$f" .py)"; \
 	  case "$$name" in _*) continue ;; esac; \
-	  echo "== bench.$$name"; \
-	  PYTHONPATH="$(APP_PYTHONPATH)" $(VENV)/bin/python -m "bench.$$name"; \
+	  case " $(BENCH_QUICK) " in *" $$name "*) args="--quick" ;; *) args="" ;; esac; \
+	  echo "== bench.$$name $$args"; \
+	  PYTHONPATH="$(APP_PYTHONPATH)" $(VENV)/bin/python -m "bench.$$name" $$args; \
 	  ran=$$((ran + 1)); \
 	done; \
 	if [ "$$ran" -eq 0 ]; then echo "no benchmarks in bench/"; fi
@@ -192,5 +195,5 @@ delete: tools ## Delete the stack (asks first); keeps the sessions table and say
 	echo "Kept: the Klarna credentials secret (not the stack's): aws secretsmanager delete-secret --region $$region --secret-id ARN"
 
 clean: ## Remove virtualenvs, node_modules, build output and caches
-	rm -rf $(VENV) $(TOOLS) $(CHECKOV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) $(CHECKOV) node_modules .aws-sam .bench .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

@@ -74,7 +74,14 @@ def virtualenv() -> Path:
     return python
 
 
-def code_copy(function: str, *, precompiled: bool, source: Path = ROOT) -> Path:
+# --without-tracer: hpp_core.tracing's Tracer replaced by a disabled stand-in (what tracing costs).
+TRACER_LINE = 'tracer = Tracer(patch_modules=("botocore",))'
+NO_TRACER_LINE = (
+    'tracer = __import__("types").SimpleNamespace(disabled=True, service=None)  # bench: no Tracer'
+)
+
+
+def code_copy(function: str, *, precompiled: bool, source: Path = ROOT, tracer: bool = True) -> Path:
     """The layer's package and the function's module (of the checkout at `source`), copied as Lambda
     unpacks them, then made read-only."""
     target = BUILD / ("code-precompiled" if precompiled else "code") / function
@@ -85,6 +92,10 @@ def code_copy(function: str, *, precompiled: bool, source: Path = ROOT) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(source / "layers/hpp_core/hpp_core", target / "hpp_core", ignore=ignore)
     shutil.copy(source / "functions" / function / f"{function}.py", target)
+    tracing = target / "hpp_core" / "tracing.py"
+    if not tracer and tracing.exists():
+        assert TRACER_LINE in tracing.read_text(), "hpp_core.tracing no longer makes its Tracer as expected"
+        tracing.write_text(tracing.read_text().replace(TRACER_LINE, NO_TRACER_LINE))
     if precompiled:
         subprocess.run(
             [sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", str(target)],
@@ -161,6 +172,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--precompiled", action="store_true", help="ship the project's .pyc with the code")
     parser.add_argument("--functions", nargs="*", default=list(FUNCTIONS), choices=FUNCTIONS)
+    parser.add_argument("--without-tracer", action="store_true", help="hpp_core.tracing without its Tracer")
     parser.add_argument(
         "--source", type=Path, default=ROOT, help="measure another checkout's code (e.g. `git archive main`)"
     )
@@ -168,11 +180,15 @@ def main() -> None:
     sets, pairs = (1, 6) if args.quick else (args.sets, args.pairs)
     python = virtualenv()
     print(f"cold start, handler import / `{BASELINE}`: {sets} set(s) of {pairs} alternating pairs, medians")
-    print(
-        f"project code {'precompiled' if args.precompiled else 'without .pyc (read-only copy)'}; tracing on"
-    )
+    code = "precompiled" if args.precompiled else "without .pyc (read-only copy)"
+    print(f"project code {code}; tracing {'replaced by a stand-in' if args.without_tracer else 'on'}")
     for function in args.functions:
-        env = environment(code_copy(function, precompiled=args.precompiled, source=args.source), function)
+        env = environment(
+            code_copy(
+                function, precompiled=args.precompiled, source=args.source, tracer=not args.without_tracer
+            ),
+            function,
+        )
         ratios = [paired_ratio(python, f"import {function}", env, pairs) for _ in range(sets)]
         print(f"  {function:<10} " + "  ".join(f"{ratio:.2f}x" for ratio in ratios))
     env = environment(code_copy("callback", precompiled=args.precompiled, source=args.source), "callback")
@@ -181,7 +197,12 @@ def main() -> None:
     if args.quick:
         return
     for function in args.functions:
-        env = environment(code_copy(function, precompiled=args.precompiled, source=args.source), function)
+        env = environment(
+            code_copy(
+                function, precompiled=args.precompiled, source=args.source, tracer=not args.without_tracer
+            ),
+            function,
+        )
         rows = breakdown(python, function, env)
         print(
             f"  {function}: beyond the baseline (ms, -X importtime self times by package): "
