@@ -179,8 +179,10 @@ def run_every_path(environment: TrackerEnvironment, daemon: Daemon) -> Traced:
     created_id = json.loads(create["body"])["session_id"]
     distributions = [for_session(EMAIL_EVENT, created_id), for_session(SMS_EVENT, created_id)]
     assert [answer["statusCode"] for answer in run_traced("sessions", distributions, daemon)] == [204, 204]
-    (callback,) = run_traced("callback", [CALLBACK_EVENT], daemon)
-    assert json.loads(callback["body"])["outcome"] == "applied"
+    # Again: DynamoDB refuses the write and hands back the stored row, token included (ALL_OLD), in the
+    # error botocore raises, which its patch records.
+    applied, again = run_traced("callback", [CALLBACK_EVENT, CALLBACK_EVENT], daemon)
+    assert [json.loads(answer["body"])["outcome"] for answer in (applied, again)] == ["applied", "duplicate"]
     (poll,) = run_traced("poller", [load_event("poller/scheduled")], daemon)
     assert poll["outcomes"]["changed"] == 1, poll
     assert run_traced("publisher", [PUBLISHED_EVENT], daemon) == [{"batchItemFailures": []}]
@@ -199,7 +201,7 @@ def test_every_klarna_and_dynamodb_call_is_a_subsegment_annotated_with_its_sessi
     # One handler subsegment per invocation, each function's.
     handlers = [e for e in entities if e.get("name") == "## lambda_handler"]
     assert sorted(e["annotations"]["Service"] for e in handlers) == sorted(
-        ["hpp-sessions"] * 3 + ["hpp-callback", "hpp-poller", "hpp-publisher"]
+        ["hpp-sessions"] * 3 + ["hpp-callback"] * 2 + ["hpp-poller", "hpp-publisher"]
     )
     # The Klarna calls, each annotated with its session id and Klarna's status.
     distributed = annotated(entities, "Klarna distribute session", traced.created_id)
@@ -210,9 +212,11 @@ def test_every_klarna_and_dynamodb_call_is_a_subsegment_annotated_with_its_sessi
     assert [
         e["annotations"]["http_status"] for e in entities if e.get("name") == "Klarna create session"
     ] == [201]
-    # The DynamoDB calls, annotated with the session id of their key: the callback's one write among them.
+    # The DynamoDB calls, annotated with the session id of their key: each callback's one write among them.
     callback_calls = annotated(entities, "dynamodb", CALLBACK_SESSION)
-    assert [e["aws"]["operation"] for e in callback_calls] == ["UpdateItem"]
+    assert [e["aws"]["operation"] for e in callback_calls] == ["UpdateItem", "UpdateItem"]
+    (refused,) = [e for e in callback_calls if "cause" in e]  # the duplicate: its type and message only
+    assert [x["type"] for x in refused["cause"]["exceptions"]] == ["ConditionalCheckFailedException"]
     assert "UpdateItem" in {e["aws"]["operation"] for e in annotated(entities, "dynamodb", traced.polled_id)}
     assert "PutItem" in {e["aws"]["operation"] for e in annotated(entities, "dynamodb", traced.created_id)}
     assert [e["aws"]["operation"] for e in entities if e.get("name") == "events"] == ["PutEvents"]
