@@ -42,8 +42,6 @@ PYTEST_ARGS ?= -n 2 --dist loadgroup
 TEMPLATES := template.yaml examples/completed-orders/template.yaml
 # Options for `make run`, e.g. make run ARGS="--port 0 --chaos default --seed 7".
 ARGS ?=
-# bench.poll_policy's options under `make bench`: its full run takes minutes, --quick one.
-POLL_POLICY_ARGS ?= --quick
 
 # Sets $py to a Python 3.13 interpreter, or fails saying how to get one. Order: $PYTHON313, pyenv's
 # newest 3.13.x (via PYENV_VERSION: pyenv's global version is left alone), the same under ~/.pyenv
@@ -131,12 +129,14 @@ test: venv tools checkov node_modules lint ## Install what is missing, lint, the
 unit: venv ## Unit tests only (fast, no lint)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-bench: venv node_modules ## Run every bench/*.py as `python -m bench.<name>`
+# The benchmarks `make bench` runs in their quick mode (the full run: python -m bench.<name>).
+BENCH_QUICK ?= poll_policy cold_start
+bench: venv node_modules ## Run every bench/*.py as `python -m bench.<name>` (BENCH_QUICK ones with --quick)
 	@shopt -s nullglob; ran=0; \
 	for f in bench/*.py; do \
 	  name="$$(basename "$$f" .py)"; \
 	  case "$$name" in _*) continue ;; esac; \
-	  args=""; if [ "$$name" = poll_policy ]; then args="$(POLL_POLICY_ARGS)"; fi; \
+	  case " $(BENCH_QUICK) " in *" $$name "*) args="--quick" ;; *) args="" ;; esac; \
 	  echo "== bench.$$name $$args"; \
 	  PYTHONPATH="$(APP_PYTHONPATH)" $(VENV)/bin/python -m "bench.$$name" $$args; \
 	  ran=$$((ran + 1)); \
@@ -153,8 +153,19 @@ schemas: venv ## Rewrite template.yaml's registry schemas from schemas/*.json (a
 	$(VENV)/bin/python -m schemas.registry
 
 # sam's Python builder looks for python3.13 on PATH: put the tools venv's (which has pip) first.
-build: tools ## sam build (output in .aws-sam/)
+# Then the build is compiled to bytecode for python3.13 (the layer's libraries too: sam installs wheels
+# without compiling them), so Lambda, whose code directories are read-only, does not compile every module
+# at each cold start. unchecked-hash: a .pyc is used as it is, whatever the source's mtime (the zip SAM
+# uploads keeps mtimes at 2 s, the .pyc's own are exact). The check after it fails the build on a .py
+# left without its .pyc.
+SAM_BUILD_DIR ?= .aws-sam/build
+build: tools ## sam build (output in .aws-sam/), compiled to python3.13 bytecode
 	PATH="$(abspath $(TOOLS))/bin:$$PATH" $(SAM_ENV) $(SAM) build --template template.yaml --config-file $(SAMCONFIG)
+	$(TOOLS)/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash $(SAM_BUILD_DIR)
+	@$(TOOLS)/bin/python -c 'import sys, pathlib, importlib.util as u; \
+	  py = list(pathlib.Path(sys.argv[1]).rglob("*.py")); missing = [p for p in py if not pathlib.Path(u.cache_from_source(str(p))).is_file()]; \
+	  print(f"bytecode: {len(py) - len(missing)} of {len(py)} .py files in {sys.argv[1]} have their python3.13 .pyc", *missing[:5], sep="\n"); \
+	  sys.exit(1 if missing or not py else 0)' $(SAM_BUILD_DIR)
 
 # The first deployment is guided (SAM asks for the parameters, KlarnaCredentialsSecretArn first, and saves
 # the answers in $(SAMCONFIG)); once the config holds them, deployments ask nothing. docs/deploy.md.
@@ -184,5 +195,5 @@ delete: tools ## Delete the stack (asks first); keeps the sessions table and say
 	echo "Kept: the Klarna credentials secret (not the stack's): aws secretsmanager delete-secret --region $$region --secret-id ARN"
 
 clean: ## Remove virtualenvs, node_modules, build output and caches
-	rm -rf $(VENV) $(TOOLS) $(CHECKOV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) $(CHECKOV) node_modules .aws-sam .bench .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

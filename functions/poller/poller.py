@@ -22,6 +22,7 @@ from hpp_core.poller import (
     run_poll,
 )
 from hpp_core.settings import load_settings
+from hpp_core.tracing import traced_handler
 
 settings = load_settings(PollerSettings)
 logger = Logger()
@@ -64,6 +65,7 @@ class ScheduledInvocation(BaseModel):
     attempt_number: int | None = None
 
 
+@traced_handler
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from hpp_core.event_bus import EventBus, StreamPublisher, events_client
 from hpp_core.publishing import PublisherSettings, events_for_record
 from hpp_core.settings import load_settings
+from hpp_core.tracing import traced_handler
 
 settings = load_settings(PublisherSettings)
 logger = Logger()
@@ -25,6 +26,7 @@ processor = StreamPublisher(bus, logger=logger, metrics=metrics)
 
 
 # log_event=False whatever POWERTOOLS_LOGGER_LOG_EVENT says: the records hold tokens.
+@traced_handler
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:

@@ -2,8 +2,9 @@
 `POST /sessions/{id}/distribution`.
 
 Thin on purpose: parse the API Gateway event, let the core (hpp_core.sessions) decide, map the result.
-Errors become HTTP answers in hpp_core.http. Nothing here logs a request body (a distribution's holds
-the consumer's e-mail or phone number), a callback secret or an authorization token.
+Errors become HTTP answers in hpp_core.http (routing: hpp_core.rest_resolver). Nothing here logs a
+request body (a distribution's holds the consumer's e-mail or phone number), a callback secret or an
+authorization token.
 """
 
 from functools import cache
@@ -17,8 +18,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from hpp_core.dependencies import idempotent_creates, klarna_client, session_repository
-from hpp_core.http import StrictRestResolver, install_error_handlers, json_response
 from hpp_core.klarna import KlarnaError, RetryPolicy
+from hpp_core.rest_resolver import StrictRestResolver, install_error_handlers, json_response
 from hpp_core.sessions import (
     IDEMPOTENCY_KEY_HEADER,
     SETTLED_CREATE_FAILURES,
@@ -36,6 +37,7 @@ from hpp_core.sessions import (
     tracked_session,
 )
 from hpp_core.settings import load_settings
+from hpp_core.tracing import annotate_session, traced_handler
 
 if TYPE_CHECKING:
     from hpp_core.idempotency import Answer, IdempotentCreates
@@ -116,6 +118,7 @@ def _create(request: CreateSessionRequest, url: str) -> dict[str, Any]:
         request, callback_url=url, klarna=klarna, store=repository, timeout_seconds=_klarna_timeout()
     )
     logger.append_keys(session_id=result.session_id)
+    annotate_session(result.session_id)
     metrics.add_metric(name="SessionCreated", unit=MetricUnit.Count, value=1)
     logger.info("session created", extra={"already_tracked": result.already_tracked})
     return result.created.body
@@ -201,9 +204,11 @@ def distribute(session_id: str) -> Response[Any]:
 def _log_session(session_id: str) -> None:
     # JSON logging escapes it; truncation keeps a hostile value from bloating every line.
     logger.append_keys(session_id=session_id[:128])
+    annotate_session(session_id)
 
 
 # clear_state: keys appended for one request (session_id, caller) must not stick to the next one's lines.
+@traced_handler
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -8,6 +8,7 @@ local resources, and never the developer's AWS: no profiles, no instance metadat
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,8 +104,9 @@ def _runtime_environment(context: FunctionContext, path: list[Path]) -> dict[str
         "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
         "AWS_ENDPOINT_URL": context.aws_endpoint_url,
         "AWS_ENDPOINT_URL_DYNAMODB": context.dynamodb_endpoint_url,
-        # No X-Ray daemon locally.
-        "POWERTOOLS_TRACE_DISABLED": "true",
+        # No X-Ray daemon locally: tracing is off unless the stack is started with
+        # POWERTOOLS_TRACE_DISABLED=false (segments then go to a daemon on 127.0.0.1:2000, the SDK default).
+        "POWERTOOLS_TRACE_DISABLED": os.environ.get("POWERTOOLS_TRACE_DISABLED", "true"),
         "PYTHONPATH": ":".join(str(directory) for directory in path),
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",

@@ -247,6 +247,8 @@ def test_any_request_for_one_session_is_answered_without_a_5xx_and_changes_nothi
 def test_any_path_on_either_function_is_answered_without_a_5xx_and_changes_nothing(
     tracker: Tracker, method: str, path: str, body: str | None, head: Any
 ) -> None:
+    # `/sessions/<SID>/` is the tracked session's own route (trailing slashes match, as on API Gateway).
+    assume(not (method == "DELETE" and path.rstrip("/") == f"/sessions/{SID}"))
     for module, sample in ((tracker.callback, "callback/in_progress"), (tracker.sessions, "sessions/read")):
         event = hostile(load_event(sample), body=body, base64_encoded=False, query={}, head=head)
         event["httpMethod"] = method

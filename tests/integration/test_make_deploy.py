@@ -6,6 +6,7 @@ What this cannot show is that AWS accepts the deployment: `make lint` validates 
 validate --lint`, cfn-lint) and `make build` builds it, without an account.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -30,6 +31,10 @@ FAKE_SAM = textwrap.dedent(
     args = sys.argv[1:]
     with open(os.environ["FAKE_SAM_CALLS"], "a") as calls:
         calls.write(json.dumps(args) + "\\n")
+    if args[:1] == ["build"]:  # what sam build leaves: the functions' code, as sources
+        built = os.path.join(os.environ["FAKE_SAM_BUILD_DIR"], "CallbackFunction")
+        os.makedirs(built, exist_ok=True)
+        open(os.path.join(built, "callback.py"), "w").write("ANSWER = 42\\n")
     if args[:1] == ["deploy"] and "--guided" in args:
         config = args[args.index("--config-file") + 1]
         with open(config, "a") as saved:  # what the guided deploy saves
@@ -57,14 +62,24 @@ def tools(tmp_path: Path) -> Path:
 
 
 def make(target: str, tools: Path, config: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-    variables = [f"TOOLS={tools}", f"SAMCONFIG={config}", *(f"{k}={v}" for k, v in extra.items())]
+    build_dir = config.parent / "build"
+    variables = [
+        f"TOOLS={tools}",
+        f"SAMCONFIG={config}",
+        f"SAM_BUILD_DIR={build_dir}",
+        *(f"{k}={v}" for k, v in extra.items()),
+    ]
     return subprocess.run(
         ["make", "--no-print-directory", "-C", str(REPO_ROOT), target, *variables],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-        env={**os.environ, "FAKE_SAM_CALLS": str(config.parent / "calls.jsonl")},
+        env={
+            **os.environ,
+            "FAKE_SAM_CALLS": str(config.parent / "calls.jsonl"),
+            "FAKE_SAM_BUILD_DIR": str(build_dir),
+        },
     )
 
 
@@ -89,6 +104,11 @@ def test_the_first_deploy_is_guided_and_the_next_ones_ask_nothing(tools: Path, c
         str(config),
     ]
     assert guided == ["deploy", "--config-file", str(config), "--guided"]
+    # The build is shipped compiled: each module with its python3.13 bytecode, used without a source check.
+    built = config.parent / "build" / "CallbackFunction" / "callback.py"
+    pyc = Path(importlib.util.cache_from_source(str(built)))
+    assert pyc.is_file() and "have their python3.13 .pyc" in first.stdout
+    assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01  # hash-based, unchecked (PEP 552)
     assert "first deployment" in first.stdout
     assert "hpp-tracker check --stack hpp-tracker --region eu-west-1" in first.stdout
 

@@ -15,8 +15,9 @@ from tests.support.lambda_runtime import EVENTS_DIR, load_event
 from tests.support.openapi import load_spec, operations, request_errors
 from tests.support.template import load_template
 
-# Every module that serves API routes (functions/<name>/<name>.py with a Powertools resolver `app`).
-API_FUNCTIONS = ("callback", "sessions")
+# Every module that serves API routes with a Powertools resolver `app` (functions/<name>/<name>.py); the
+# callback serves its one route without one (its METHOD and PATH).
+API_FUNCTIONS = ("sessions",)
 
 
 def function_module(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
@@ -33,8 +34,9 @@ def function_module(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 
 def served_routes(monkeypatch: pytest.MonkeyPatch) -> set[tuple[str, str]]:
-    """(METHOD, path) of every route the functions' resolvers serve, from Powertools' own description."""
-    routes = set()
+    """(METHOD, path) of every route the functions serve: the resolvers' from Powertools' own description."""
+    callback = function_module("callback", monkeypatch)
+    routes = {(callback.METHOD, callback.PATH)}
     for name in API_FUNCTIONS:
         schema = function_module(name, monkeypatch).app.get_openapi_schema()
         for path, item in (schema.paths or {}).items():

@@ -13,6 +13,7 @@ from botocore.config import Config
 from hpp_core.klarna import KlarnaClient, secrets_manager_credentials
 from hpp_core.repository import SessionRepository, StateRepository
 from hpp_core.settings import KlarnaSettings, StateSettings, TableSettings
+from hpp_core.tracing import annotate_dynamodb_calls
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -44,7 +45,9 @@ def dynamodb_client(
     config = dynamodb_config(
         config, max_pool_connections=max_pool_connections, validate_requests=validate_requests
     )
-    return boto3.client("dynamodb", config=config)
+    client = boto3.client("dynamodb", config=config)
+    annotate_dynamodb_calls(client)
+    return client
 
 
 def session_repository(
@@ -68,8 +71,9 @@ def session_repository(
     )
 
 
-def state_repository(settings: StateSettings) -> StateRepository:
-    return StateRepository(settings.state_table_name, dynamodb_client(settings.aws_call_config()))
+def state_repository(settings: StateSettings, *, client: "DynamoDBClient | None" = None) -> StateRepository:
+    """The state table's adapter; `client` to share one the function already made (one less at cold start)."""
+    return StateRepository(settings.state_table_name, client or dynamodb_client(settings.aws_call_config()))
 
 
 def klarna_client(settings: KlarnaSettings) -> KlarnaClient:

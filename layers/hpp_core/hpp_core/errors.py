@@ -41,6 +41,11 @@ class NotFound(TrackerError):
     code = "not_found"
 
 
+class MethodNotAllowed(TrackerError):
+    status_code = 405
+    code = "method_not_allowed"
+
+
 class Conflict(TrackerError):
     status_code = 409
     code = "conflict"

@@ -1,20 +1,26 @@
-"""HTTP for every API function, in one place: how routes match, and errors to answers.
+"""HTTP for every API function, in one place: errors to answers, and the answers' shape.
 
 Each error becomes `{"error": {"code", "message", "details"?, "klarna"?}}` with the status it deserves,
 and one structured log line. Nothing here ever echoes request data, so no secret or token can leak.
+Powertools' event handler is not imported here: the callback (one route) answers with `proxy_answer`
+and does without it (its package imports every resolver, a fifth of the callback's cold start); the
+sessions API routes with hpp_core.rest_resolver, which registers these same answers.
 """
 
-import re
+import json
+import sys
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.metrics import MetricUnit
 
 from hpp_core.errors import TrackerError
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler.exceptions import ServiceError
+
 from hpp_core.klarna import (
     KlarnaAuthFailed,
     KlarnaBadResponse,
@@ -38,22 +44,6 @@ _KLARNA_STATUS: list[tuple[type[KlarnaError], int, str]] = [
     # A URL Klarna returned for the session is not on KLARNA_API_URL: only the operator can tell why.
     (KlarnaUrlRefused, 502, "klarna_url_refused"),
 ]
-
-
-class StrictRestResolver(APIGatewayRestResolver):
-    """Powertools' REST resolver with every route matched in full, as API Gateway matches its resources.
-
-    Powertools ends a route's pattern with `$`, which also matches before a final newline, and lets a
-    `<param>` stop short of one: `/sessions/<id>\n` was routed as `/sessions/<id>`, so a DELETE with a
-    trailing `%0A` disabled the real session. Here a `<param>` is one whole path segment, whatever it
-    holds (as `{param}` is on API Gateway), and the pattern must reach the end of the path: the handler
-    then gets the value as sent, and refuses it (400) when it is no session id.
-    """
-
-    @staticmethod
-    def _compile_regex(rule: str, base_regex: str = "") -> re.Pattern[str]:
-        segments = re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", rule)
-        return re.compile(rf"\A{segments}/*\Z")
 
 
 def error_body(code: str, message: str, details: list[str] | None = None, **extra: Any) -> dict[str, Any]:
@@ -81,10 +71,16 @@ def error_response(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]]
             headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         body = error_body(code, exc.message, klarna=_klarna_details(exc))
         return status, body, headers
-    if isinstance(exc, ServiceError):  # Powertools' own: unknown route (404), method not allowed, ...
+    if _is_routing_error(exc):  # Powertools' own: unknown route (404), method not allowed, ...
         code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
         return exc.status_code, error_body(code, str(exc.msg)), {}
     return 500, error_body("internal_error", "internal error"), {}
+
+
+def _is_routing_error(exc: Exception) -> "TypeGuard[ServiceError]":
+    """A Powertools ServiceError; it can only be raised where Powertools' resolver is loaded."""
+    exceptions = sys.modules.get("aws_lambda_powertools.event_handler.exceptions")
+    return exceptions is not None and isinstance(exc, exceptions.ServiceError)
 
 
 def _klarna_details(exc: KlarnaError) -> dict[str, Any]:
@@ -100,14 +96,8 @@ def _klarna_details(exc: KlarnaError) -> dict[str, Any]:
 ErrorAnswer = tuple[int, dict[str, Any], dict[str, str]]
 
 
-def install_error_handlers(
-    app: APIGatewayRestResolver, logger: Logger, metrics: Metrics
-) -> Callable[[Exception], ErrorAnswer]:
-    """Register the one mapping on a Powertools resolver: one log line and one metric per failure.
-
-    Returns the same mapping (logged and counted) for a handler that answers a failure itself, e.g. an
-    idempotent create that must remember the answer.
-    """
+def error_answers(logger: Logger, metrics: Metrics) -> Callable[[Exception], ErrorAnswer]:
+    """The one mapping, logged and counted: one log line and one metric per failure."""
 
     def answer(exc: Exception) -> ErrorAnswer:
         status, body, headers = error_response(exc)
@@ -120,8 +110,8 @@ def install_error_handlers(
             metrics.add_metric(name="KlarnaUrlRefused", unit=MetricUnit.Count, value=1)
         if isinstance(exc, TrackerError):
             fields.update(exc.response_fields())
-        if status >= HTTPStatus.INTERNAL_SERVER_ERROR and not isinstance(
-            exc, (TrackerError, KlarnaError, ServiceError)
+        if status >= HTTPStatus.INTERNAL_SERVER_ERROR and not (
+            isinstance(exc, (TrackerError, KlarnaError)) or _is_routing_error(exc)
         ):
             logger.exception("unexpected error", extra=fields)
         else:
@@ -129,20 +119,18 @@ def install_error_handlers(
             log(body["error"]["message"], extra={**fields, "details": body["error"].get("details")})
         return status, body, headers
 
-    @app.exception_handler(Exception)
-    def _handle(exc: Exception) -> Response[Any]:
-        return json_response(*answer(exc))
-
     return answer
 
 
-def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[Any]:
-    return Response(
-        status_code=status,
-        content_type=content_types.APPLICATION_JSON,
-        body=body,
-        headers=headers or {},
-    )
+def proxy_answer(status: int, body: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """An API Gateway REST proxy answer with a JSON body, shaped as Powertools' resolver shapes one."""
+    values = {name: [value] for name, value in (headers or {}).items()}
+    return {
+        "statusCode": status,
+        "body": json.dumps(body, separators=(",", ":")),
+        "isBase64Encoded": False,
+        "multiValueHeaders": {**values, "Content-Type": ["application/json"]},
+    }
 
 
-__all__ = ["StrictRestResolver", "error_body", "error_response", "install_error_handlers", "json_response"]
+__all__ = ["ErrorAnswer", "error_answers", "error_body", "error_response", "proxy_answer"]

@@ -18,17 +18,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import urllib3
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hpp_core.errors import DependencyError
 from hpp_core.models import KlarnaCreated, KlarnaCreatedSession, KlarnaSession, describe_validation_error
+from hpp_core.tracing import klarna_call
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 USER_AGENT = "hpp-tracker/1.0"
 SESSIONS_PATH = "/hpp/v1/sessions"
@@ -322,7 +324,9 @@ class KlarnaClient:
         """Read Session at `url` (the session's `session_url`), or the documented form without one."""
         target = url or self.session_url(session_id)
         response = call_with_retry(
-            lambda timeout: self.request("GET", target, operation="read session", timeout_seconds=timeout),
+            lambda timeout: self.request(
+                "GET", target, operation="read session", timeout_seconds=timeout, session_id=session_id
+            ),
             timeout_seconds=self._timeout_seconds,
             policy=retry,
         )
@@ -368,7 +372,7 @@ class KlarnaClient:
         target = url or self.session_url(session_id)
         call_with_retry(
             lambda timeout: self.request(
-                "DELETE", target, operation="disable session", timeout_seconds=timeout
+                "DELETE", target, operation="disable session", timeout_seconds=timeout, session_id=session_id
             ),
             timeout_seconds=self._timeout_seconds,
             policy=retry,
@@ -391,6 +395,7 @@ class KlarnaClient:
             operation="distribute session",
             timeout_seconds=timeout_seconds,
             unanswered="Klarna may or may not have sent the link",
+            session_id=session_id,
         )
 
     def _post_once(
@@ -401,10 +406,18 @@ class KlarnaClient:
         operation: str,
         timeout_seconds: float | None,
         unanswered: str,
+        session_id: str | None = None,
     ) -> KlarnaResponse:
         """A POST that must not be repeated; a failure without an answer says what may have happened."""
         try:
-            return self.request("POST", url, operation=operation, body=body, timeout_seconds=timeout_seconds)
+            return self.request(
+                "POST",
+                url,
+                operation=operation,
+                body=body,
+                timeout_seconds=timeout_seconds,
+                session_id=session_id,
+            )
         except KlarnaUnavailable as error:
             if error.http_status is None:
                 error.message += f"; {unanswered}"
@@ -418,9 +431,11 @@ class KlarnaClient:
         operation: str,
         body: Mapping[str, Any] | None = None,
         timeout_seconds: float | None = None,
+        session_id: str | None = None,
     ) -> KlarnaResponse:
         """One HTTP call; raises a KlarnaError for anything but a 2xx, and KlarnaUrlRefused (nothing
-        sent) for a URL that is not on the configured Klarna API's scheme, host and port."""
+        sent) for a URL that is not on the configured Klarna API's scheme, host and port. Traced as one
+        subsegment annotated with `session_id` and the status (hpp_core.tracing: never a URL or body)."""
         self._check_url(url, operation)
         headers = {
             "Authorization": self._credentials().basic_auth_header(),
@@ -433,15 +448,17 @@ class KlarnaClient:
             headers["Content-Type"] = "application/json"
         timeout = timeout_seconds or self._timeout_seconds
         try:
-            raw = self._pool.request(
-                method,
-                url,
-                body=encoded,
-                headers=headers,
-                timeout=urllib3.Timeout(total=timeout),
-                redirect=False,
-                retries=False,
-            )
+            with klarna_call(operation, session_id=session_id) as traced_status:
+                raw = self._pool.request(
+                    method,
+                    url,
+                    body=encoded,
+                    headers=headers,
+                    timeout=urllib3.Timeout(total=timeout),
+                    redirect=False,
+                    retries=False,
+                )
+                traced_status(raw.status)
         except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ProtocolError) as exc:
             if _is_timeout(exc):
                 raise KlarnaTimeout(f"Klarna {operation}: no answer within {timeout:g}s") from None
@@ -487,11 +504,20 @@ def secrets_manager_credentials(
     secret_arn: str, *, max_age_seconds: int, boto_config: Config | None = None
 ) -> CredentialsProvider:
     """Credentials from Secrets Manager through Powertools parameters (cached for `max_age_seconds`), its
-    client made on first use with `boto_config` (timeouts and retries)."""
+    client made on first use with `boto_config` (timeouts and retries).
+
+    Powertools parameters is imported on that first use too: its package loads every provider (AppConfig
+    included), and a callback on the normal path never calls Klarna."""
     provider: SecretsProvider | None = None
 
     def provide() -> KlarnaCredentials:
         nonlocal provider
+        from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415 - see above
+        from aws_lambda_powertools.utilities.parameters.exceptions import (  # noqa: PLC0415
+            GetParameterError,
+            TransformParameterError,
+        )
+
         if provider is None:
             provider = SecretsProvider(boto_config=boto_config)
         try:

@@ -64,7 +64,21 @@ _FINAL_PLACEHOLDERS = {f":final{i}": status for i, status in enumerate(sorted(FI
 
 
 def to_item(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: _serializer.serialize(value) for name, value in attributes.items()}
+    return {name: _attribute_value(value) for name, value in attributes.items()}
+
+
+def _attribute_value(value: Any) -> dict[str, Any]:
+    """boto3's TypeSerializer, with the write path's own two types done directly: it serializes every
+    value of every write, and its general type dispatch was a sixth of the callback's own time."""
+    kind = type(value)
+    if kind is str:
+        return {"S": value}
+    if kind is int:
+        return {"N": str(value)}
+    return cast("dict[str, Any]", _serializer.serialize(value))
+
+
+_FINAL_VALUES = to_item(_FINAL_PLACEHOLDERS)  # the same in every write: serialized once
 
 
 def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -187,7 +201,6 @@ class SessionRepository:
         never creates a row. Without it (Klarna's own answers) a missing row is created.
         """
         names, values, update_expression = self._update_expression(update)
-        values.update(_FINAL_PLACEHOLDERS)
         # Equal timestamps: a final status beats a non-final one; otherwise the stored state stays.
         newer = "#updated_at_ms <= :updated_at_ms" if update.is_final else "#updated_at_ms < :updated_at_ms"
         not_final = f"NOT #status IN ({', '.join(_FINAL_PLACEHOLDERS)})"
@@ -207,7 +220,7 @@ class SessionRepository:
                 UpdateExpression=update_expression,
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
-                ExpressionAttributeValues=to_item(values),
+                ExpressionAttributeValues={**to_item(values), **_FINAL_VALUES},
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )

@@ -18,7 +18,9 @@ class ConfigurationError(RuntimeError):
 
 
 class EnvironmentSettings(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    # defer_build: a settings class is built when it is first validated, so the layers of mixins that
+    # no function loads as they are (AwsCallSettings, TableSettings, ...) cost nothing at cold start.
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, defer_build=True)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Self:
