@@ -68,7 +68,7 @@ class KlarnaProcess:
         lifetime = str(KLARNA_SESSION_LIFETIME.total_seconds())
         command = [sys.executable, "-m", "local.klarna_simulator", "--journeys", "manual", "--rate-limit",
                    "1000000", "--session-lifetime", lifetime, "--log-level", "WARNING"]  # fmt: skip
-        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)  # noqa: S603 (our own argv)
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         assert self._process.stdout is not None
         ready = json.loads(self._process.stdout.readline())
         self.url, username, password = ready["klarna_url"], ready["username"], ready["password"]
