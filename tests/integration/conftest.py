@@ -21,13 +21,22 @@ def dynamodb(request: pytest.FixtureRequest) -> Iterator["DynamoDBClient"]:
         yield client
 
 
-@pytest.fixture
-def sessions_table(dynamodb: "DynamoDBClient") -> Iterator[str]:
-    """A fresh sessions table, defined exactly as template.yaml defines it."""
-    name = f"sessions-{uuid.uuid4().hex[:12]}"
-    create_table(dynamodb, "SessionsTable", name)
+def _fresh_table(dynamodb: "DynamoDBClient", logical_id: str, prefix: str) -> Iterator[str]:
+    """A fresh table, defined exactly as template.yaml defines `logical_id`; deleted afterwards."""
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    create_table(dynamodb, logical_id, name)
     yield name
     dynamodb.delete_table(TableName=name)
+
+
+@pytest.fixture
+def sessions_table(dynamodb: "DynamoDBClient") -> Iterator[str]:
+    yield from _fresh_table(dynamodb, "SessionsTable", "sessions")
+
+
+@pytest.fixture
+def state_table(dynamodb: "DynamoDBClient") -> Iterator[str]:
+    yield from _fresh_table(dynamodb, "StateTable", "state")
 
 
 @pytest.fixture

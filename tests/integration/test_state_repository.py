@@ -3,7 +3,6 @@ on moto, with the table created from template.yaml: what the item looks like, a 
 an item the poller did not write, and storage failures."""
 
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -13,7 +12,6 @@ from hpp_core.errors import StorageUnavailable
 from hpp_core.models import PollerState
 from hpp_core.repository import POLLER_STATE_KEY, TTL_ATTRIBUTE, StateRepository, to_item
 from hpp_core.timestamps import to_epoch_millis, utc_now
-from tests.support.template import create_table
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -21,15 +19,6 @@ if TYPE_CHECKING:
 # Relative to now: DynamoDB Local deletes items whose TTL has passed.
 NOW = utc_now().replace(microsecond=0)
 WEEK_SECONDS = 7 * 86_400
-
-
-@pytest.fixture
-def state_table(dynamodb: "DynamoDBClient") -> Iterator[str]:
-    """A fresh state table, defined exactly as template.yaml defines it."""
-    name = f"state-{uuid.uuid4().hex[:12]}"
-    create_table(dynamodb, "StateTable", name)
-    yield name
-    dynamodb.delete_table(TableName=name)
 
 
 @pytest.fixture
