@@ -51,7 +51,7 @@ from hpp_core.models import DuePage, KlarnaSession, StatusUpdate, WriteOutcome, 
 from hpp_core.poll_schedule import PollSchedule, ScheduleKind
 from hpp_core.poller import PollPolicy, PollRunReport, PollThreads, run_poll
 from hpp_core.rate_limit import RateLimiter
-from tests.support.memory_store import MemoryPollerState, MemorySessionStore
+from tests.support.memory_store import MemorySessionStore, MemoryStateStore
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -223,7 +223,7 @@ class World:
         self.scale = scale
         self.clock = SimClock()
         self.store = ObservedStore(self, poll_shards=8, clock=self.clock.datetime, log_writes=False)
-        self.state = MemoryPollerState()
+        self.state = MemoryStateStore()
         # Smaller pages than the function's, as a scaled-down run polls fewer sessions (the order in which
         # sessions are polled does not depend on the page size).
         self.policy = PollPolicy(

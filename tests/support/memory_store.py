@@ -315,15 +315,22 @@ def _recorded(update: StatusUpdate, stored: TrackedSession | None, now: datetime
 
 
 class MemoryStateStore:
-    """The state table's roles (hpp_core.ports.UnknownSessionState) in memory, with the repository's rules:
-    a per-minute counter that never passes its limit, and 404s remembered to the second (the table's TTL
-    is in epoch seconds). The contract suite (tests/integration/test_state_store_contract.py) holds it
-    to the repository's behaviour on DynamoDB Local and moto."""
+    """The state table's roles in memory, as hpp_core.repository.StateRepository plays them, with its
+    rules: the unknown-session budget (hpp_core.ports.UnknownSessionState: a per-minute counter that never
+    passes its limit, 404s remembered to the second, as the table's TTL is in epoch seconds) and the
+    poller's own state (hpp_core.ports.PollerStateStore), which can fail on request. The contract suite
+    (tests/integration/test_state_store_contract.py) holds the budget to the repository's behaviour on
+    DynamoDB Local and moto."""
 
-    def __init__(self) -> None:
+    def __init__(self, poller_state: PollerState | None = None) -> None:
         self.reads_by_minute: dict[datetime, int] = {}
         self._not_found_until: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.state = poller_state
+        self.saved: list[PollerState] = []
+        self._failures: dict[str, Exception] = {}
+
+    # -- UnknownSessionState ------------------------------------------------------------------------
 
     def take_unknown_session_read(self, minute: datetime, *, limit: int) -> bool:
         with self._lock:
@@ -342,14 +349,7 @@ class MemoryStateStore:
         with self._lock:
             self._not_found_until[session_id] = to_epoch_millis(until) // 1000
 
-
-class MemoryPollerState:
-    """The poller's state store (hpp_core.ports.PollerStateStore), in memory; it can fail on request."""
-
-    def __init__(self, state: PollerState | None = None) -> None:
-        self.state = state
-        self.saved: list[PollerState] = []
-        self._failures: dict[str, Exception] = {}
+    # -- PollerStateStore ---------------------------------------------------------------------------
 
     def fail_next(self, operation: str, error: Exception) -> None:
         """The next call of `operation` ("poller_state" or "save_poller_state") raises `error`."""

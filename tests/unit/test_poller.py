@@ -35,7 +35,7 @@ from hpp_core.statuses import Status
 from hpp_core.timestamps import to_epoch_millis
 from local.klarna_simulator import KlarnaSimulator
 from tests.support.klarna import klarna_reads, simulated_klarna
-from tests.support.memory_store import MemoryPollerState, MemorySessionStore
+from tests.support.memory_store import MemorySessionStore, MemoryStateStore
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 EXPIRES = datetime(2026, 3, 4, 11, 0, tzinfo=UTC)
@@ -512,7 +512,7 @@ def test_a_read_that_finds_a_change_no_callback_reported_is_evidence(
         StatusUpdate(session=KlarnaSession.model_validate(simulator.read_body("reported")), source="callback")
     )
     store.clock = fixed(NOW)
-    state = MemoryPollerState()
+    state = MemoryStateStore()
     report = run_poll(
         store, klarna, policy=FAST, remaining_time_ms=lambda: 60_000, clock=lambda: NOW, state=state
     )
@@ -553,7 +553,7 @@ def test_while_catching_up_a_run_reads_young_sessions_early_most_recent_first(
         status="IN_PROGRESS",
     )
     quiet_session(store, simulator, "due", quiet=timedelta(hours=3), due_in=-timedelta(minutes=1))
-    state = MemoryPollerState(CATCHING_UP)
+    state = MemoryStateStore(CATCHING_UP)
     report = run_poll(
         store,
         klarna,
@@ -596,7 +596,7 @@ def test_without_evidence_the_same_sessions_wait_for_their_schedule(
     store = store_with()
     quiet_session(store, simulator, "2h", quiet=timedelta(hours=2), due_in=timedelta(minutes=55))
     quiet_session(store, simulator, "due", quiet=timedelta(hours=3), due_in=-timedelta(minutes=1))
-    state = MemoryPollerState(replace_state(CATCHING_UP, catching_up=False))
+    state = MemoryStateStore(replace_state(CATCHING_UP, catching_up=False))
     report = run_poll(
         store, klarna, policy=FAST, remaining_time_ms=lambda: 60_000, clock=lambda: NOW, state=state
     )
@@ -656,7 +656,7 @@ def test_a_catch_up_stays_under_the_rate_cap_and_leaves_due_sessions_their_share
         remaining_time_ms=lambda: int(3_000 - fake.now * 1000),
         clock=lambda: NOW,
         limiter=RateLimiter(10, clock=fake.monotonic, wait=fake.sleep),
-        state=MemoryPollerState(CATCHING_UP),
+        state=MemoryStateStore(CATCHING_UP),
     )
     times = [at for at, _ in timed.at]
     # A read every 1/9.5 s (the limiter's headroom under 10/s) in the 2 s before the margin, catch-up or not.
@@ -679,7 +679,7 @@ def test_a_run_goes_on_without_its_state_and_leaves_it_alone(
     store = store_with()
     quiet_session(store, simulator, "2h", quiet=timedelta(hours=2), due_in=timedelta(minutes=55))
     quiet_session(store, simulator, "due", quiet=timedelta(hours=3), due_in=-timedelta(minutes=1))
-    state = MemoryPollerState(CATCHING_UP)
+    state = MemoryStateStore(CATCHING_UP)
     state.fail_next("poller_state", StorageUnavailable("state table down"))
     report = run_poll(
         store, klarna, policy=FAST, remaining_time_ms=lambda: 60_000, clock=lambda: NOW, state=state
@@ -692,7 +692,7 @@ def test_a_run_goes_on_without_its_state_and_leaves_it_alone(
 def test_a_state_that_cannot_be_saved_is_reported(simulator: KlarnaSimulator, klarna: KlarnaClient) -> None:
     store = store_with(("s1", 1))
     klarna_knows(simulator, "s1")
-    state = MemoryPollerState()
+    state = MemoryStateStore()
     state.fail_next("save_poller_state", StorageUnavailable("state table down"))
     report = run_poll(
         store, klarna, policy=FAST, remaining_time_ms=lambda: 60_000, clock=lambda: NOW, state=state
@@ -707,7 +707,7 @@ def test_the_previous_backoff_never_catches_up_nor_touches_the_state(
 ) -> None:
     store = store_with()
     quiet_session(store, simulator, "2h", quiet=timedelta(hours=2), due_in=timedelta(minutes=55))
-    state = MemoryPollerState(CATCHING_UP)
+    state = MemoryStateStore(CATCHING_UP)
     state.fail_next("poller_state", AssertionError("the backoff has no use for the state"))
     backoff = replace(FAST, schedule=PollSchedule(kind=ScheduleKind.BACKOFF))
     report = run_poll(
