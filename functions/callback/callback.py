@@ -10,8 +10,7 @@ imports every resolver, a fifth of this function's cold start, which Klarna's 3 
 import re
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -26,6 +25,7 @@ from hpp_core.dependencies import klarna_client, session_repository, state_repos
 from hpp_core.errors import MethodNotAllowed, NotFound
 from hpp_core.http import error_answers, proxy_answer
 from hpp_core.klarna import NO_RETRY
+from hpp_core.logs import service_logger
 from hpp_core.settings import load_settings
 from hpp_core.tracing import annotate_session, traced_handler
 
@@ -34,7 +34,7 @@ METHOD, PATH = "POST", "/callbacks/hpp"
 _PATH = re.compile(rf"\A{re.escape(PATH)}/*\Z")
 
 settings = load_settings(CallbackSettings)
-logger = Logger()
+logger = service_logger()
 metrics = Metrics()
 answer_error = error_answers(logger, metrics)
 repository = session_repository(settings)
@@ -80,9 +80,12 @@ def receive_callback(event: dict[str, Any]) -> dict[str, Any]:
 
 
 @traced_handler
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
+@logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # API Gateway's request id, read directly (Powertools' correlation_id_path runs a JMESPath query).
+    request_context = event.get("requestContext")
+    logger.set_correlation_id(request_context.get("requestId") if isinstance(request_context, dict) else None)
     try:
         return receive_callback(event)
     except Exception as exc:

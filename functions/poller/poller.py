@@ -6,13 +6,14 @@ environment, gives it the invocation's remaining time, and turns its report into
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hpp_core.dependencies import klarna_client, session_repository, state_repository
 from hpp_core.klarna import KlarnaError
+from hpp_core.logs import service_logger
 from hpp_core.poller import (
     PollerSettings,
     PollOutcome,
@@ -25,7 +26,7 @@ from hpp_core.settings import load_settings
 from hpp_core.tracing import traced_handler
 
 settings = load_settings(PollerSettings)
-logger = Logger()
+logger = service_logger()
 metrics = Metrics()
 repository = session_repository(
     settings,

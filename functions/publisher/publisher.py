@@ -8,18 +8,19 @@ images hold the authorization token and the callback secret's hash.
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from hpp_core.event_bus import EventBus, StreamPublisher, events_client
+from hpp_core.logs import service_logger
 from hpp_core.publishing import PublisherSettings, events_for_record
 from hpp_core.settings import load_settings
 from hpp_core.tracing import traced_handler
 
 settings = load_settings(PublisherSettings)
-logger = Logger()
+logger = service_logger()
 metrics = Metrics()
 bus = EventBus(events_client(), settings.event_bus_name, settings.event_source)
 processor = StreamPublisher(bus, logger=logger, metrics=metrics)

@@ -11,7 +11,7 @@ from functools import cache
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from hpp_core.dependencies import idempotent_creates, klarna_client, session_repository
 from hpp_core.klarna import KlarnaError, RetryPolicy
+from hpp_core.logs import service_logger
 from hpp_core.rest_resolver import StrictRestResolver, install_error_handlers, json_response
 from hpp_core.sessions import (
     IDEMPOTENCY_KEY_HEADER,
@@ -49,7 +50,7 @@ RESERVED_SECONDS = 5.0
 MIN_KLARNA_TIMEOUT_SECONDS = 0.2
 
 settings = load_settings(SessionsSettings)
-logger = Logger()
+logger = service_logger()
 metrics = Metrics()
 app = StrictRestResolver()
 answer_error = install_error_handlers(app, logger, metrics)

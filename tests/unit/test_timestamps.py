@@ -106,3 +106,17 @@ def test_an_overflowing_callback_date_is_a_400_naming_the_field(field: str, text
     (detail,) = refused.value.details
     assert detail.startswith(f"session.{field}: ")
     assert text not in detail
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1970, 1, 2),
+        max_value=datetime(2999, 12, 30),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=12))]),
+    )
+)
+def test_the_stored_form_is_utc_milliseconds_truncated_and_z(moment: datetime) -> None:
+    utc = moment.astimezone(UTC)
+    date = f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}"
+    time = f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond // 1000:03d}"
+    assert format_timestamp(moment) == f"{date}T{time}Z"

@@ -7,10 +7,11 @@ Unknown fields Klarna may add are ignored (never stored: Read Session can carry 
 """
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -234,16 +235,27 @@ class WriteResult:
     """What the one write path did with an update."""
 
     outcome: WriteOutcome
-    # The session after the write when applied, as it stood when not (None for an unknown session).
-    session: TrackedSession | None
+    # The session after the write when applied, as it stood when not (None for an unknown session). Given
+    # as a function, it is built when first asked for: the callback answers with the status it wrote
+    # and never asks, so an applied write's answer is read into a model only when someone uses it.
+    stored: "TrackedSession | Callable[[], TrackedSession] | None"
+    # The stored status when it is known without the session (an applied write's is the one it wrote).
+    known_status: str | None = None
+
+    @cached_property
+    def session(self) -> TrackedSession | None:
+        return self.stored() if callable(self.stored) else self.stored
 
     @property
     def stored_status(self) -> str | None:
+        if self.known_status is not None:
+            return self.known_status
         return None if self.session is None else self.session.status
 
     @property
     def stored_final(self) -> bool:
-        return self.session is not None and self.session.is_final
+        status = self.stored_status
+        return status is not None and is_final(status)
 
 
 @dataclass(frozen=True)

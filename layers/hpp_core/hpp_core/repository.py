@@ -10,8 +10,10 @@ already final, wrong secret or unknown session. No read-before-write.
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 from typing import TYPE_CHECKING, Any, cast
 
 import botocore.exceptions
@@ -81,6 +83,41 @@ def _attribute_value(value: Any) -> dict[str, Any]:
 _FINAL_VALUES = to_item(_FINAL_PLACEHOLDERS)  # the same in every write: serialized once
 
 
+@dataclass(frozen=True)
+class _WriteStatement:
+    """The one write path's UpdateItem, but for its values."""
+
+    names: Mapping[str, str]
+    update_expression: str
+    condition: str
+
+
+@cache  # a few dozen shapes (which optional attributes an update has): built once each, not per write
+def _write_statement(attributes: tuple[str, ...], *, final: bool, with_secret: bool) -> _WriteStatement:
+    """The update of `attributes` (each set from the value `:<name>`) under lifecycle's rule.
+
+    With `with_secret` it is a callback's write: the row must exist and hold the secret hash
+    `:secret_hash`. Without, a missing row is created.
+    """
+    names = {f"#{name}": name for name in attributes}
+    assignments = [f"#{name} = :{name}" for name in attributes]
+    assignments.append("created_at = if_not_exists(created_at, :recorded_at)")
+    # Any recorded observation means the session exists: forget the poller's 404 count. A final status
+    # also leaves the poller's index.
+    removals = [POLL_SHARD, POLL_DUE_AT, POLL_ATTEMPTS, POLL_NOT_FOUND] if final else [POLL_NOT_FOUND]
+    update_expression = f"SET {', '.join(assignments)} REMOVE {', '.join(removals)}"
+    # Equal timestamps: a final status beats a non-final one; otherwise the stored state stays.
+    newer = "#updated_at_ms <= :updated_at_ms" if final else "#updated_at_ms < :updated_at_ms"
+    not_final = f"NOT #status IN ({', '.join(_FINAL_PLACEHOLDERS)})"
+    if with_secret:
+        names["#secret_hash"] = SECRET_HASH
+        secret = "attribute_exists(session_id) AND #secret_hash = :secret_hash"
+        condition = f"{secret} AND {not_final} AND {newer}"
+    else:
+        condition = f"attribute_not_exists(session_id) OR ({not_final} AND {newer})"
+    return _WriteStatement(names, update_expression, condition)
+
+
 def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     return {name: _deserializer.deserialize(value) for name, value in item.items()}
 
@@ -99,16 +136,44 @@ def _int_if_whole(value: Any) -> Any:
 
 def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
     """An item as a read returns it, deserialized, with ints for its numbers."""
-    return _with_ints(from_item(item))
+    return {name: _plain_value(value) for name, value in item.items()}
+
+
+def _plain_value(value: Mapping[str, Any]) -> Any:
+    """One attribute value, as `_int_if_whole(TypeDeserializer().deserialize(value))` gives it, with the
+    two types of nearly every stored value read directly: every callback reads back its whole row, and
+    the general deserializer was a fifth of the callback's own time."""
+    if len(value) == 1:
+        if (text := value.get("S")) is not None:
+            return text
+        number = value.get("N")
+        if number is not None and _is_plain_integer(number):
+            return int(number)
+    return _int_if_whole(_deserializer.deserialize(value))
+
+
+_NUMBER_DIGITS = 38  # DynamoDB's precision
+
+
+def _is_plain_integer(number: str) -> bool:
+    """Digits, perhaps signed, within DynamoDB's precision (anything else: the Decimal path decides)."""
+    digits = number[1:] if number[:1] == "-" else number
+    return 0 < len(digits) <= _NUMBER_DIGITS and digits.isascii() and digits.isdigit()
 
 
 def _session(row: Mapping[str, Any]) -> TrackedSession:
     """A stored row (deserialized) as the domain sees it: the one row-to-model mapping, for reads, write
     results and the stream's images alike. Raises pydantic's ValidationError for a row that is no session.
+    """
+    return _session_from_plain(_with_ints(row))
+
+
+def _session_from_plain(row: Mapping[str, Any]) -> TrackedSession:
+    """`_session` of a row whose numbers are already ints (`_plain`'s).
 
     A row written without the ordering key (by hand, say) is ordered by its `updated_at`.
     """
-    fields = {name: value for name, value in _with_ints(row).items() if value is not None}
+    fields = {name: value for name, value in row.items() if value is not None}
     session = TrackedSession.model_validate({**fields, "callback_secret_hash": fields.get(SECRET_HASH)})
     if "updated_at_ms" not in fields:
         session = session.model_copy(update={"updated_at_ms": to_epoch_millis(session.updated_at)})
@@ -200,36 +265,33 @@ class SessionRepository:
         stored secret hash equals it (checked by DynamoDB, re-checked in constant time on failure), and
         never creates a row. Without it (Klarna's own answers) a missing row is created.
         """
-        names, values, update_expression = self._update_expression(update)
-        # Equal timestamps: a final status beats a non-final one; otherwise the stored state stays.
-        newer = "#updated_at_ms <= :updated_at_ms" if update.is_final else "#updated_at_ms < :updated_at_ms"
-        not_final = f"NOT #status IN ({', '.join(_FINAL_PLACEHOLDERS)})"
-        if callback_secret_hash is None:
-            condition = f"attribute_not_exists(session_id) OR ({not_final} AND {newer})"
-        else:
-            names["#secret_hash"] = SECRET_HASH
+        attributes = self._update_attributes(update)
+        statement = _write_statement(
+            tuple(attributes), final=update.is_final, with_secret=callback_secret_hash is not None
+        )
+        values = {f":{name}": value for name, value in attributes.items()}
+        if callback_secret_hash is not None:
             values[":secret_hash"] = callback_secret_hash
-            condition = (
-                f"attribute_exists(session_id) AND #secret_hash = :secret_hash AND {not_final} AND {newer}"
-            )
         try:
             response = _dynamodb(
                 self.client.update_item,
                 TableName=self.table_name,
                 Key=to_item({"session_id": update.session_id}),
-                UpdateExpression=update_expression,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
+                UpdateExpression=statement.update_expression,
+                ConditionExpression=statement.condition,
+                ExpressionAttributeNames=dict(statement.names),
                 ExpressionAttributeValues={**to_item(values), **_FINAL_VALUES},
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except _ConditionFailed as refused:
-            stored = _session(from_item(refused.item)) if refused.item else None
+            stored = _session_from_plain(_plain(refused.item)) if refused.item else None
             return WriteResult(_why_refused(update, stored, callback_secret_hash), stored)
-        return WriteResult(WriteOutcome.APPLIED, _session(from_item(response["Attributes"])))
+        row = response["Attributes"]
+        return WriteResult(WriteOutcome.APPLIED, lambda: _session_from_plain(_plain(row)), update.status)
 
-    def _update_expression(self, update: StatusUpdate) -> tuple[dict[str, str], dict[str, Any], str]:
+    def _update_attributes(self, update: StatusUpdate) -> dict[str, Any]:
+        """What an update writes (attributes without a value are left out)."""
         now = self._clock()
         session = update.session
         token = session.authorization_token
@@ -245,20 +307,9 @@ class SessionRepository:
             "last_event_id": update.event_id,
             **self._expiry_attributes(session.expires_at),
         }
-        # Any recorded observation means the session exists: forget the poller's 404 count.
-        removals: list[str] = [POLL_NOT_FOUND]
-        if update.is_final:
-            removals = [POLL_SHARD, POLL_DUE_AT, POLL_ATTEMPTS, POLL_NOT_FOUND]
-        else:
+        if not update.is_final:
             attributes.update(self._poll_attributes(update.session_id, now))
-        names = {f"#{name}": name for name, value in attributes.items() if value is not None}
-        values = {f":{name}": value for name, value in attributes.items() if value is not None}
-        assignments = [f"#{name} = :{name}" for name, value in attributes.items() if value is not None]
-        assignments.append("created_at = if_not_exists(created_at, :recorded_at)")
-        expression = "SET " + ", ".join(assignments)
-        if removals:
-            expression += " REMOVE " + ", ".join(removals)
-        return names, values, expression
+        return {name: value for name, value in attributes.items() if value is not None}
 
     def _expiry_attributes(self, expires_at: datetime | None) -> dict[str, Any]:
         if expires_at is None:
@@ -471,7 +522,7 @@ class SessionRepository:
     def get_session(self, session_id: str) -> TrackedSession | None:
         """The session as stored (a consistent read), or None when it is not tracked."""
         row = self.get_item(session_id)
-        return _session(row) if row else None
+        return _session_from_plain(row) if row else None
 
     # -- the recovery CLI's reads (hpp-tracker) -----------------------------------------------------
 
@@ -499,7 +550,7 @@ class SessionRepository:
         while True:
             response = _dynamodb(self.client.scan, **request)
             for item in response.get("Items", []):
-                yield _session(_plain(item))
+                yield _session_from_plain(_plain(item))
             if not response.get("LastEvaluatedKey"):
                 return
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]

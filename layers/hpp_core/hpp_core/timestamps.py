@@ -50,9 +50,9 @@ def to_epoch_millis(moment: datetime) -> int:
 
 
 def format_timestamp(moment: datetime) -> str:
-    """The one stored form: UTC, milliseconds, `Z`."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """The one stored form: UTC, milliseconds (truncated), `Z`."""
+    # isoformat (half strftime's cost; every write formats two or three) ends an aware UTC time "+00:00".
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
 def utc_now() -> datetime:
