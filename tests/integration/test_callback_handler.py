@@ -91,6 +91,21 @@ def test_in_progress_is_recorded_with_one_dynamodb_call_and_no_klarna_call(stack
     )
 
 
+def test_an_applied_callback_is_answered_even_if_the_row_is_no_longer_a_valid_session(stack: Stack) -> None:
+    """The write applied: the answer says so (Klarna must not retry it), whatever else the row holds."""
+    stack.track()
+    stack.repository.client.update_item(
+        TableName=stack.repository.table_name,
+        Key={"session_id": {"S": SID}},
+        UpdateExpression="SET session_url = :number",
+        ExpressionAttributeValues={":number": {"N": "5"}},
+    )
+    status, body = stack.invoke(load_event("callback/in_progress"))
+    assert (status, body["outcome"], body["source"]) == (200, "applied", "callback")
+    row = stack.row()
+    assert row is not None and (row["status"], row["session_url"]) == ("IN_PROGRESS", 5)
+
+
 def test_content_type_does_not_matter(stack: Stack) -> None:
     stack.track()
     status, body = stack.invoke(load_event("callback/text_plain_in_progress"))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import botocore.config
 import pytest
+from pydantic import ValidationError
 
 from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.errors import StorageUnavailable
@@ -22,6 +23,7 @@ from hpp_core.repository import (
     SessionRepository,
     to_item,
 )
+from hpp_core.timestamps import to_epoch_millis
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -123,6 +125,37 @@ def test_a_row_the_condition_cannot_order_is_never_reported_applied(
     result = repository.record_status(update("FAILED", "2019-05-13T14:53:00Z"))
     assert result.outcome is WriteOutcome.STALE
     assert stored(repository) == row
+
+
+def test_an_applied_write_reports_what_it_stored_and_reads_the_row_when_asked(
+    dynamodb: "DynamoDBClient", repository: SessionRepository
+) -> None:
+    """An applied write knows the status it stored; the session after it is read from the write's
+    answer when asked for, so a row that is no valid session (edited by hand) fails only that read."""
+    repository.create_session(SID, expires_at=None, session_url=None, callback_secret_hash=SECRET_HASH_VALUE)
+    result = repository.record_status(update("IN_PROGRESS", "2019-05-13T14:52:00Z"))
+    assert (result.outcome, result.stored_status, result.stored_final) == (
+        WriteOutcome.APPLIED,
+        "IN_PROGRESS",
+        False,
+    )
+    assert result.session is not None and result.session.updated_at_ms == to_epoch_millis(
+        datetime(2019, 5, 13, 14, 52, tzinfo=UTC)
+    )
+    dynamodb.update_item(
+        TableName=repository.table_name,
+        Key=to_item({"session_id": SID}),
+        UpdateExpression="SET session_url = :number",
+        ExpressionAttributeValues={":number": {"N": "5"}},
+    )
+    final = repository.record_status(update("COMPLETED", "2019-05-13T14:53:00Z"))
+    assert (final.outcome, final.stored_status, final.stored_final) == (
+        WriteOutcome.APPLIED,
+        "COMPLETED",
+        True,
+    )
+    with pytest.raises(ValidationError):
+        _ = final.session
 
 
 def test_every_storage_failure_is_storage_unavailable() -> None:
