@@ -39,7 +39,8 @@ SESSIONS_PATH = "/hpp/v1/sessions"
 class KlarnaCredentials(BaseModel):
     """The secret's JSON: `{"username": "...", "password": "..."}` (Klarna's API key pair)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True)
+    # Built when first used: the secret is read on the first Klarna call, which most callbacks never make.
+    model_config = ConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True, defer_build=True)
 
     username: str = Field(min_length=1)
     password: str = Field(min_length=1, repr=False)

@@ -87,7 +87,7 @@ class DistributionModule(BaseModel):
     the table, its stream and every tool that reads rows. The two URLs are consumer links like the rest.
     """
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     standalone_url: ConsumerLink = None
     generation_url: ConsumerLink = None
@@ -95,9 +95,13 @@ class DistributionModule(BaseModel):
 
 class ConsumerLinks(BaseModel):
     """The links Create Session returns once, kept with the session so that `GET` can give them again
-    (docs/klarna-hpp.md: they cannot be rebuilt). `distribution_url` is also where distribution goes."""
+    (docs/klarna-hpp.md: they cannot be rebuilt). `distribution_url` is also where distribution goes.
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    Built when first used (`defer_build`, inherited by TrackedSession and KlarnaCreatedSession): the
+    callback's normal path validates none of them, and its cold start is what Klarna's 3 seconds wait for.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     redirect_url: ConsumerLink = None
     qr_code_url: ConsumerLink = None
@@ -288,7 +292,7 @@ class PollerState(BaseModel):
     so the share follows the last few minutes whatever the runs' sizes, and a gap between runs ages it.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)  # the poller's alone
 
     unreported_changes: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     reads: float = Field(default=0.0, ge=0, allow_inf_nan=False)
