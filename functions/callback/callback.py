@@ -7,6 +7,12 @@ One route, so no Powertools resolver: the event's few fields are read here (the 
 imports every resolver, a fifth of this function's cold start, which Klarna's 3 seconds pay for).
 """
 
+import gc
+
+# No collections during init: what it builds (the SDK, Powertools, models, clients) lives as long as the
+# execution environment, and collecting while it grows was a quarter of the cold start (docs/performance.md).
+gc.disable()
+
 import re
 from typing import Any
 
@@ -90,3 +96,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return receive_callback(event)
     except Exception as exc:
         return proxy_answer(*answer_error(exc))
+
+
+# Init ends here: what it built is frozen (never scanned by the collector again), and collection resumes
+# for what the invocations allocate.
+gc.freeze()
+gc.enable()

@@ -4,6 +4,12 @@ Thin on purpose: the run is hpp_core.poller.run_poll; this module builds its ada
 environment, gives it the invocation's remaining time, and turns its report into metrics and log lines.
 """
 
+import gc
+
+# No collections during init: what it builds (the SDK, Powertools, models, clients) lives as long as the
+# execution environment, and collecting while it grows was a quarter of the cold start (docs/performance.md).
+gc.disable()
+
 from typing import Any
 
 from aws_lambda_powertools import Metrics
@@ -149,3 +155,9 @@ def _log(report: PollRunReport) -> None:
         )
     else:
         logger.info("poll run finished", extra={"poll": report.summary()})
+
+
+# Init ends here: what it built is frozen (never scanned by the collector again), and collection resumes
+# for what the invocations allocate.
+gc.freeze()
+gc.enable()

@@ -1,5 +1,6 @@
 """Loading a function module the way Lambda does, for handler tests."""
 
+import gc
 import importlib
 import json
 import sys
@@ -25,7 +26,14 @@ def import_function(name: str) -> ModuleType:
     from aws_lambda_powertools.utilities.parameters import base
 
     base.DEFAULT_PROVIDERS.clear()
-    module = importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
+    try:
+        module = importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
+    finally:
+        # A function's init turns the collector off until its end and freezes what it built: Lambda does
+        # it once per environment, a test process hundreds of times, where frozen garbage would pile up
+        # (and an init that failed would leave the collector off).
+        gc.unfreeze()
+        gc.enable()
     # Powertools keeps the handler of the first import, bound to that moment's sys.stdout; write to the
     # real fd 1 instead, which capfd captures (as Lambda's runtime captures it).
     module.logger.registered_handler.setStream(sys.__stdout__)

@@ -21,8 +21,13 @@ IDEMPOTENCY = "aws_lambda_powertools.utilities.idempotency"
 
 def loaded_after_import(function: str) -> set[str]:
     """The modules a fresh interpreter holds after importing the function's module."""
+    return set(json.loads(after_import(function, "sorted(sys.modules)")))
+
+
+def after_import(function: str, expression: str) -> str:
+    """`expression` (as JSON) in a fresh interpreter that has just imported the function's module."""
     done = subprocess.run(
-        [sys.executable, "-c", f"import sys, json, {function}; print(json.dumps(sorted(sys.modules)))"],
+        [sys.executable, "-c", f"import sys, json, {function}; print(json.dumps({expression}))"],
         env={
             **os.environ,
             **ENVIRONMENT,
@@ -34,7 +39,7 @@ def loaded_after_import(function: str) -> set[str]:
         text=True,
         check=True,
     )
-    return set(json.loads(done.stdout.splitlines()[-1]))
+    return done.stdout.splitlines()[-1]
 
 
 @pytest.mark.parametrize("function", ["callback", "sessions", "poller", "publisher"])
@@ -47,3 +52,30 @@ def test_no_function_loads_powertools_parameters_before_its_first_klarna_call(fu
 
 def test_the_callback_does_without_powertools_event_handler() -> None:
     assert EVENT_HANDLER not in loaded_after_import("callback")
+
+
+def test_the_callback_builds_no_model_its_normal_path_never_validates() -> None:
+    built = json.loads(
+        after_import(
+            "callback",
+            "{name: getattr(sys.modules['hpp_core.models'], name).__pydantic_complete__ for name in "
+            "('TrackedSession', 'ConsumerLinks', 'PollerState', 'CallbackBody', 'KlarnaSession')}",
+        )
+    )
+    assert built == {
+        "TrackedSession": False,
+        "ConsumerLinks": False,
+        "PollerState": False,
+        "CallbackBody": True,
+        "KlarnaSession": True,
+    }
+
+
+@pytest.mark.parametrize("function", ["callback", "sessions", "poller", "publisher"])
+def test_init_ends_with_the_collector_on_and_what_it_built_frozen(function: str) -> None:
+    """The collector is off while the module initialises (docs/performance.md) and back on after it."""
+    enabled, frozen = json.loads(
+        after_import(function, "[__import__('gc').isenabled(), __import__('gc').get_freeze_count()]")
+    )
+    assert enabled is True
+    assert frozen > 10_000  # the SDK, Powertools, pydantic and the clients: tens of thousands of objects
