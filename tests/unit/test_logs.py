@@ -3,6 +3,7 @@ object or array logged as one (as Powertools does), and nothing else decoded."""
 
 import io
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -13,7 +14,9 @@ from hpp_core.logs import json_message, service_logger
 def logged(message: str, **extra: Any) -> dict[str, Any]:
     logger = service_logger()
     stream = io.StringIO()
-    logger.registered_handler.setStream(stream)
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
     logger.info(message, extra=extra)
     (line,) = stream.getvalue().splitlines()
     return json.loads(line)

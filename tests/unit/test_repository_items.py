@@ -39,7 +39,7 @@ attribute_values = st.recursive(
 )
 
 
-def general_path(value: dict[str, Any]) -> Any:
+def general_path(value: Any) -> Any:
     try:
         return ("value", _int_if_whole(_general.deserialize(value)))
     except Exception as exc:  # the error is what is compared

@@ -139,7 +139,7 @@ def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
     return {name: _plain_value(value) for name, value in item.items()}
 
 
-def _plain_value(value: Mapping[str, Any]) -> Any:
+def _plain_value(value: Any) -> Any:
     """One attribute value, as `_int_if_whole(TypeDeserializer().deserialize(value))` gives it, with the
     two types of nearly every stored value read directly: every callback reads back its whole row, and
     the general deserializer was a fifth of the callback's own time."""
