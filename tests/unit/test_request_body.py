@@ -2,6 +2,7 @@
 
 import base64
 import json
+import math
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from hpp_core.callbacks import parse_callback_body
 from hpp_core.errors import BadRequest, PayloadTooLarge
 from hpp_core.models import CallbackBody
-from hpp_core.request_body import MAX_BODY_BYTES, MAX_JSON_DEPTH, body_bytes, json_value
+from hpp_core.request_body import MAX_BODY_BYTES, MAX_JSON_DEPTH, _check_bounds, body_bytes, json_value
 from hpp_core.sessions import parse_create_request
 
 # Deeper than Python's JSON parser can follow, and well under the size limit.
@@ -120,3 +121,33 @@ def test_a_callback_body_is_a_callback_nothing_or_a_400(body: bytes | str) -> No
         assert exc.status_code == 400
     else:
         assert parsed is None or isinstance(parsed, CallbackBody)
+
+
+def _bounds_problem(value: Any, depth: int = 0) -> bool:
+    """The bounds, written plainly: a non-finite number anywhere, or a container MAX_JSON_DEPTH deep."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict | list):
+        children = value.values() if isinstance(value, dict) else value
+        return depth >= MAX_JSON_DEPTH or any(_bounds_problem(child, depth + 1) for child in children)
+    return False
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(json_values, st.integers(min_value=0, max_value=MAX_JSON_DEPTH + 3), st.booleans())
+def test_the_bounds_walk_refuses_exactly_what_the_bounds_say(value: Any, wrap: int, in_object: bool) -> None:
+    for _ in range(wrap):
+        value = {"k": value} if in_object else [value]
+    try:
+        _check_bounds(value)
+    except ValueError:
+        refused = True
+    else:
+        refused = False
+    assert refused == _bounds_problem(value)

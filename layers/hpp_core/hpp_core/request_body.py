@@ -65,17 +65,29 @@ def json_value(raw: bytes) -> object:
 
 
 def _check_bounds(value: object) -> None:
-    """Depth and numbers, walked without recursion (the value may be as deep as the parser allows)."""
-    pending = [(value, 0)]
+    """Depth and numbers, walked without recursion (the value may be as deep as the parser allows).
+
+    The parser gives exactly dict, list, float, int, str, bool and None, so types are compared, not
+    tested with isinstance, and only containers are queued: every callback body is walked.
+    """
+    _check_number(value)
+    if type(value) is not dict and type(value) is not list:
+        return
+    pending: list[tuple[dict[str, object] | list[object], int]] = [(value, 0)]
     while pending:
-        item, depth = pending.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            raise ValueError("a number is too large")
-        if isinstance(item, dict | list):
-            if depth >= MAX_JSON_DEPTH:
-                raise ValueError(_TOO_DEEP)
-            children = item.values() if isinstance(item, dict) else item
-            pending.extend((child, depth + 1) for child in children)
+        container, depth = pending.pop()
+        if depth >= MAX_JSON_DEPTH:
+            raise ValueError(_TOO_DEEP)
+        for child in container.values() if type(container) is dict else container:
+            if type(child) is dict or type(child) is list:
+                pending.append((child, depth + 1))
+            else:
+                _check_number(child)
+
+
+def _check_number(value: object) -> None:
+    if type(value) is float and not math.isfinite(value):
+        raise ValueError("a number is too large")
 
 
 def validated_object[M: BaseModel](model: type[M], payload: object, *, what: str) -> M:
