@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 
 from hpp_core.callback_secrets import hash_callback_secret
 from hpp_core.models import StatusUpdate, is_session_id
-from hpp_core.repository import SessionRepository, from_item
+from hpp_core.repository import SessionRepository
 from local.klarna_simulator import KlarnaSimulator
+from tests.support.dynamodb_items import from_item
 from tests.support.functions import import_function, tracker_environment
 from tests.support.lambda_runtime import LambdaContext, load_event
 

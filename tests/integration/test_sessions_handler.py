@@ -17,9 +17,10 @@ import pytest
 
 from hpp_core.callback_secrets import SESSION_ID_PLACEHOLDER, hash_callback_secret
 from hpp_core.klarna import origin
-from hpp_core.repository import POLL_DUE_AT, POLL_SHARD, SECRET_HASH, SessionRepository, from_item
+from hpp_core.repository import POLL_DUE_AT, POLL_SHARD, SECRET_HASH, SessionRepository
 from hpp_core.timestamps import format_timestamp, parse_timestamp, to_epoch_millis
 from local.klarna_simulator import KlarnaSimulator
+from tests.support.dynamodb_items import from_item
 from tests.support.functions import dynamodb_endpoint, import_function, tracker_environment
 from tests.support.klarna import KEPT_URLS, MOVED_SESSIONS_PATH, simulated_klarna
 from tests.support.lambda_runtime import LambdaContext, load_event, with_json_body

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hpp_core.repository import StateRepository, from_item
+from hpp_core.repository import StateRepository
+from tests.support.dynamodb_items import from_item
 from tests.support.dynamodb_local import ENGINES, engine_client
 from tests.support.memory_store import MemoryStateStore
 from tests.support.template import create_table

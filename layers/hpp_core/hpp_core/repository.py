@@ -118,10 +118,6 @@ def _write_statement(attributes: tuple[str, ...], *, final: bool, with_secret: b
     return _WriteStatement(names, update_expression, condition)
 
 
-def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: _deserializer.deserialize(value) for name, value in item.items()}
-
-
 def _with_ints(row: Mapping[str, Any]) -> dict[str, Any]:
     """DynamoDB's Decimals turned back into ints (every number we store is one); any other number is
     left as it is, for the model to refuse."""
